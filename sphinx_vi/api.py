@@ -1,0 +1,183 @@
+"""The Python API: `SphinxVi` answers in text and returns grounded objects as `Detection`s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Sequence, Union, overload
+
+import torch
+from PIL import Image
+
+from .configuration import SphinxViConfig
+from .grounding import Detection, ParseResult, deduplicate, format_box, parse
+from .images import ImageInput
+from .modeling import SphinxViForConditionalGeneration
+from .presets import list_presets, preset_config_dict
+from .processing import SphinxViProcessor
+from .prompts import Lang, task_prompt
+from .text.tokenizer import IMAGE_TOKEN
+
+History = Sequence[Union[tuple[str, str], dict[str, str]]]
+DEFAULT_GENERATION = {"max_new_tokens": 256, "do_sample": False}
+
+
+def _is_batch(image: Any) -> bool:
+    return isinstance(image, (list, tuple))
+
+
+class SphinxVi:
+    """A SPHINX-style model with its processor.
+
+    >>> vi = SphinxVi.from_preset("tiny")
+    >>> vi.detect("street.jpg", "người")         # -> list[Detection], boxes in pixels
+    >>> vi.ground("street.jpg", "chiếc xe màu đỏ")  # -> Detection | None
+    """
+
+    def __init__(self, model: SphinxViForConditionalGeneration, processor: SphinxViProcessor) -> None:
+        self.model = model.eval()
+        self.processor = processor
+
+    # --- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_preset(
+        cls,
+        name: str,
+        seed: int = 0,
+        *,
+        load_weights: bool = False,
+        allow_download: bool | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "SphinxVi":
+        """Build preset `name`: random init from `seed`, or (`load_weights`) its parts' checkpoints."""
+        config = SphinxViConfig(**preset_config_dict(name))
+        processor = SphinxViProcessor.from_model_config(config, allow_download=bool(allow_download))
+        if load_weights:
+            model = SphinxViForConditionalGeneration.from_parts(config, allow_download=allow_download)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = SphinxViForConditionalGeneration(config)
+        if len(processor.tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(processor.tokenizer))
+        return cls(model.to(device), processor)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> "SphinxVi":
+        """Load a directory written by `save_pretrained` (model safetensors + tokenizer + processor)."""
+        directory = Path(path).expanduser()
+        if not (directory / "config.json").exists():
+            raise FileNotFoundError(
+                f"{path}: not a sphinx_vi checkpoint directory (no config.json); presets: {', '.join(list_presets())}"
+            )
+        model = SphinxViForConditionalGeneration.from_pretrained(directory)
+        return cls(model.to(device), SphinxViProcessor.from_pretrained(directory))
+
+    @classmethod
+    def load(cls, name_or_path: str, *, seed: int = 0) -> "SphinxVi":
+        """A checkpoint directory if one exists at that path, else a preset of that name."""
+        if Path(name_or_path).expanduser().exists():
+            return cls.from_pretrained(name_or_path)
+        if name_or_path in list_presets():
+            return cls.from_preset(name_or_path, seed=seed)
+        raise FileNotFoundError(f"{name_or_path!r} is neither a checkpoint directory nor a preset ({', '.join(list_presets())})")
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # --- chat -----------------------------------------------------------------------------------
+    def _messages(self, prompt: str, history: History | None) -> list[dict[str, str]]:
+        messages: list[dict[str, str]] = []
+        for turn in history or []:
+            if isinstance(turn, dict):
+                messages.append({"role": turn["role"], "content": turn["content"]})
+            else:
+                user, assistant = turn
+                messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages.append({"role": "user", "content": prompt})
+        first_user = next(m for m in messages if m["role"] == "user")
+        if IMAGE_TOKEN not in "".join(m["content"] for m in messages):
+            first_user["content"] = f"{IMAGE_TOKEN}\n{first_user['content']}"
+        return messages
+
+    def _generate(self, images: list[Image.Image], prompts: list[str], history: History | None, **gen: Any) -> list[str]:
+        texts = [self.processor.apply_chat_template(self._messages(p, history)) for p in prompts]
+        inputs = self.processor(texts, images).to(self.device)
+        kwargs = {**DEFAULT_GENERATION, **gen}
+        tok = self.processor.tokenizer
+        kwargs.setdefault("pad_token_id", tok.pad_token_id)
+        kwargs.setdefault("eos_token_id", tok.eos_token_id)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        return [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def _prepare(self, image: ImageInput | Sequence[ImageInput], prompt: str | Sequence[str]):
+        images = list(image) if _is_batch(image) else [image]
+        loaded = [self.processor.load(im) for im in images]
+        prompts = [prompt] * len(loaded) if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != len(loaded):
+            raise ValueError(f"{len(prompts)} prompts for {len(loaded)} images")
+        return loaded, prompts
+
+    @overload
+    def chat(self, image: ImageInput, prompt: str, history: History | None = None, **gen: Any) -> str: ...
+    @overload
+    def chat(self, image: Sequence[ImageInput], prompt: str | Sequence[str], history: History | None = None, **gen: Any) -> list[str]: ...
+
+    def chat(self, image, prompt, history=None, **generate_kwargs):
+        """Answer `prompt` about `image` (a list of images → a list of answers)."""
+        loaded, prompts = self._prepare(image, prompt)
+        answers = self._generate(loaded, prompts, history, **generate_kwargs)
+        return answers if _is_batch(image) else answers[0]
+
+    # --- grounding tasks ------------------------------------------------------------------------
+    def _parse_answers(self, image, prompts: list[str], **gen: Any) -> list[ParseResult]:
+        loaded, prompts = self._prepare(image, prompts if _is_batch(image) else prompts[0])
+        answers = self._generate(loaded, prompts, None, **gen)
+        return [parse(a, im.size) for a, im in zip(answers, loaded)]
+
+    def detect_with_text(self, image: ImageInput, query: str, lang: Lang | Literal["auto"] = "auto", **gen: Any):
+        """(detections, raw answer, parser warnings) for one image."""
+        img = self.processor.load(image)
+        answer = self._generate([img], [task_prompt("detect", lang, category=query)], None, **gen)[0]
+        result = parse(answer, img.size)
+        return _dedup(result.detections), answer, result.warnings
+
+    def detect(self, image, query: str, lang: Lang | Literal["auto"] = "auto", **gen: Any):
+        """All `query` objects → list[Detection] (a list of lists for a batch of images)."""
+        n = len(image) if _is_batch(image) else 1
+        results = self._parse_answers(image, [task_prompt("detect", lang, category=query)] * n, **gen)
+        dets = [_dedup(r.detections) for r in results]
+        return dets if _is_batch(image) else dets[0]
+
+    def ground(self, image, expression: str, lang: Lang | Literal["auto"] = "auto", **gen: Any):
+        """The region `expression` describes → Detection or None (a list for a batch)."""
+        n = len(image) if _is_batch(image) else 1
+        results = self._parse_answers(image, [task_prompt("rec", lang, expression=expression)] * n, **gen)
+        found = [next((d for d in r.detections if d.box is not None), None) for r in results]
+        if found and not _is_batch(image) and found[0] is not None:
+            found[0].label = expression
+        return found if _is_batch(image) else found[0]
+
+    def keypoints(self, image, box: Sequence[float] | None = None, lang: Lang = "vi", **gen: Any):
+        """COCO keypoints of the person in `box` (pixels), or of every person → list[Detection]."""
+        images = list(image) if _is_batch(image) else [image]
+        loaded = [self.processor.load(im) for im in images]
+        if box is None:
+            prompts = [task_prompt("keypoints", lang)] * len(loaded)
+        else:
+            prompts = [task_prompt("keypoints_box", lang, box=format_box(box, im.size)) for im in loaded]
+        answers = self._generate(loaded, prompts, None, **gen)
+        people = [[d for d in parse(a, im.size).detections if d.points] for a, im in zip(answers, loaded)]
+        return people if _is_batch(image) else people[0]
+
+
+def _dedup(detections: list[Detection]) -> list[Detection]:
+    boxed = [d for d in detections if d.box is not None]
+    keep = set(deduplicate([d.box for d in boxed]))  # type: ignore[misc]
+    return [d for i, d in enumerate(boxed) if i in keep] + [d for d in detections if d.box is None]

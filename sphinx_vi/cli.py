@@ -1,0 +1,47 @@
+"""Command line: `python -m sphinx_vi chat|detect --model NAME_OR_PATH --image IMG "prompt"`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .images import ImageError
+from .processing import PromptTooLongError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sphinx_vi", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_text in (("chat", "answer a question about an image"), ("detect", "detect objects, print JSON")):
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("prompt", help="question (chat) or object category (detect), Vietnamese or English")
+        s.add_argument("--model", default="tiny", help="checkpoint directory or preset name (default: tiny)")
+        s.add_argument("--image", required=True, help="image file")
+        s.add_argument("--max-new-tokens", type=int, default=128)
+        s.add_argument("--seed", type=int, default=0, help="init seed for presets")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .api import SphinxVi  # heavy imports after argument errors
+
+    try:
+        vi = SphinxVi.load(args.model, seed=args.seed)
+        if args.command == "chat":
+            print(vi.chat(args.image, args.prompt, max_new_tokens=args.max_new_tokens))
+        else:
+            detections, answer, warnings = vi.detect_with_text(args.image, args.prompt, max_new_tokens=args.max_new_tokens)
+            report = {
+                "query": args.prompt,
+                "image": args.image,
+                "detections": [d.to_dict() for d in detections],
+                "answer": answer,
+                "warnings": warnings,
+            }
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+    except (ImageError, PromptTooLongError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

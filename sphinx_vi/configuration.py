@@ -1,0 +1,63 @@
+"""`SphinxViConfig`: the whole model as data — vision front end, language model, tokenizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .text.tokenizer import TINY_TOKENIZER
+from .views import ViewConfig
+from .vision.mixed import VisionConfig
+
+
+class SphinxViConfig(PretrainedConfig):
+    """Configuration of `SphinxViForConditionalGeneration`.
+
+    vision: `VisionConfig` as a dict (encoders, common grid, 2×2 merge, views K and R).
+    text_config: the causal LM's config (Mistral for Vistral); any `AutoModelForCausalLM` works.
+    text_pretrained: where the LLM weights come from when building from parts (path or hub id).
+    tokenizer: `builtin:tiny`, a local directory, or a hub id.
+    image_token_id: id of `<image>` in the tokenizer; the processor expands it, the model fills it.
+    """
+
+    model_type = "sphinx_vi"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="mistral")}
+
+    vision: dict | None = None
+    text_config: dict | PretrainedConfig | None = None
+    text_pretrained: str | None = None
+    tokenizer: str = TINY_TOKENIZER
+    image_token_id: int = 4
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        self.vision = VisionConfig.from_dict(self.vision or {}).to_dict()  # validates field names
+
+    @property
+    def vision_config(self) -> VisionConfig:
+        return VisionConfig.from_dict(self.vision or {})
+
+    @property
+    def view_config(self) -> ViewConfig:
+        v = self.vision_config
+        return ViewConfig(grid=v.views_grid, resolution=v.resolution)
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Visual tokens one image becomes: views × (begin + queries + cls + grid + end)."""
+        return self.vision_config.tokens_per_image
+
+    @property
+    def pad_colour(self) -> tuple[int, int, int]:
+        """Canvas colour for padding: the first encoder's normalisation mean, in 0–255."""
+        encoders = self.vision_config.encoders
+        mean = encoders[0].mean if encoders else (0.5, 0.5, 0.5)
+        return tuple(int(round(255 * m)) for m in mean)  # type: ignore[return-value]
+
+    @property
+    def context_length(self) -> int:
+        """Context length of the language model."""
+        return int(getattr(self.text_config, "max_position_embeddings", 4096))

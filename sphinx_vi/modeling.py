@@ -1,0 +1,198 @@
+"""`SphinxViForConditionalGeneration`: mixed vision encoder + any causal LM, merged by `masked_scatter`.
+
+    pixel_values (N, V, 3, R, R) ──► MixedVisionEncoder ──► (N, V·T, D) ─┐ masked_scatter where
+    input_ids (B, L) with N·V·T `<image>` ids ──► embed ──► (B, L, D) ───┴► input_ids == <image>
+                                                                             │
+                                                        language model ◄────┘ ──► logits (B, L, vocab)
+
+The processor expands each `<image>` into exactly `config.tokens_per_image` ids; the model
+never re-pads and checks that the counts match. `generate` encodes the images once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+
+from .configuration import SphinxViConfig
+from .vision.base import allow_download_default, resolve_weights
+from .vision.mixed import MixedVisionEncoder, build_backend
+
+
+class ImageTokenMismatchError(ValueError):
+    """The number of `<image>` placeholders differs from the number of visual tokens."""
+
+
+def build_vision(config: SphinxViConfig, *, load_weights: bool = False, allow_download: bool = False) -> MixedVisionEncoder:
+    """The mixed encoder of `config`; with `load_weights`, towers come from their `pretrained` refs.
+
+    Loaded towers write their architecture back into `config.vision`, so a saved model rebuilds
+    without the original checkpoints.
+    """
+    vision_cfg = config.vision_config
+    backends = [build_backend(s, load_weights=load_weights, allow_download=allow_download) for s in vision_cfg.encoders]
+    for spec, backend in zip(vision_cfg.encoders, backends):
+        spec.arch = backend.architecture()
+    config.vision = vision_cfg.to_dict()
+    return MixedVisionEncoder(vision_cfg, backends, llm_width=config.text_config.hidden_size)
+
+
+def build_language_model(
+    config: SphinxViConfig, *, load_weights: bool = False, allow_download: bool = False
+) -> PreTrainedModel:
+    """Any `AutoModelForCausalLM`: random from `config.text_config`, or `config.text_pretrained`."""
+    if load_weights and config.text_pretrained:
+        ref, is_local = resolve_weights(config.text_pretrained, allow_download, "language model")
+        lm = AutoModelForCausalLM.from_pretrained(ref, local_files_only=is_local or not allow_download)
+        wanted = config.text_config.vocab_size
+        if lm.config.vocab_size < wanted:  # room for `<image>` and other added tokens
+            lm.resize_token_embeddings(wanted)
+        config.text_config = lm.config
+        return lm
+    return AutoModelForCausalLM.from_config(config.text_config)
+
+
+class SphinxViPreTrainedModel(PreTrainedModel):
+    config_class = SphinxViConfig
+    config: SphinxViConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _skip_keys_device_placement = ["past_key_values"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only our own layers: the towers and the LLM initialise (or load) themselves.
+        if isinstance(module, MixedVisionEncoder):
+            module.reset_parameters()
+
+
+class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin):
+    def __init__(
+        self,
+        config: SphinxViConfig,
+        vision: MixedVisionEncoder | None = None,
+        language_model: PreTrainedModel | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.vision = vision if vision is not None else build_vision(config)
+        self.language_model = language_model if language_model is not None else build_language_model(config)
+        self.post_init()
+        # `<image>` must never be generated: it has no features to fill it on the next step.
+        self.generation_config.suppress_tokens = [config.image_token_id]
+
+    @classmethod
+    def from_parts(
+        cls, config: SphinxViConfig, *, load_weights: bool = True, allow_download: bool | None = None
+    ) -> "SphinxViForConditionalGeneration":
+        """Assemble a model from its parts' own checkpoints (the towers and the LLM named in `config`)."""
+        allow = allow_download_default() if allow_download is None else allow_download
+        vision = build_vision(config, load_weights=load_weights, allow_download=allow)
+        lm = build_language_model(config, load_weights=load_weights, allow_download=allow)
+        return cls(config, vision=vision, language_model=lm)
+
+    # --- embeddings plumbing (so resize_token_embeddings, peft and generate work) ---------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.config.tokens_per_image
+
+    # --- the multimodal merge ---------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, V, 3, R, R) → (N, V·T, D) visual tokens in the LLM's dtype."""
+        return self.vision(pixel_values.to(self.vision.projector[0].weight.dtype))
+
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, L) ids (+ images) → (B, L, D) embeddings with the visual tokens scattered in."""
+        embeds = self.get_input_embeddings()(input_ids)  # (B, L, D)
+        mask = input_ids == self.config.image_token_id  # (B, L)
+        n_placeholders = int(mask.sum())
+        if pixel_values is None and image_features is None:
+            if n_placeholders:
+                raise ImageTokenMismatchError(
+                    f"input_ids hold {n_placeholders} <image> tokens but no pixel_values were given"
+                )
+            return embeds
+        if image_features is None:
+            image_features = self.encode_images(pixel_values)  # (N, V·T, D)
+        n_images, per_image = image_features.shape[:2]
+        if n_placeholders != n_images * per_image:
+            raise ImageTokenMismatchError(
+                f"input_ids hold {n_placeholders} <image> tokens but {n_images} image(s) give "
+                f"{n_images * per_image} visual tokens ({per_image} per image); build inputs with "
+                f"SphinxViProcessor, which expands each <image> into {per_image} tokens"
+            )
+        return embeds.masked_scatter(mask.unsqueeze(-1), image_features.to(embeds.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        image_sizes: torch.Tensor | None = None,  # accepted from the processor; geometry lives in the parser
+        **kwargs: Any,
+    ):
+        """Causal-LM forward; returns the language model's output (loss when `labels` are given)."""
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids (with pixel_values for images) or inputs_embeds")
+            inputs_embeds = self.embed_inputs(input_ids, pixel_values)
+        elif pixel_values is not None:
+            raise ValueError("pass pixel_values with input_ids, not with inputs_embeds (already merged)")
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        """`GenerationMixin.generate` with the images encoded once, before the first step.
+
+        The merged prompt embeddings go in as `inputs_embeds` (beam search expands them per
+        sample); later steps feed only new token ids against the KV cache.
+        """
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("generate with pixel_values needs input_ids holding the <image> tokens")
+            kwargs["inputs_embeds"] = self.embed_inputs(input_ids, pixel_values)
+        elif input_ids is not None and bool((input_ids == self.config.image_token_id).any()):
+            raise ImageTokenMismatchError("input_ids hold <image> tokens but no pixel_values were given")
+        return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

@@ -1,0 +1,154 @@
+"""`SphinxViProcessor`: images → views, text → ids with each `<image>` expanded to the model's token count."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import BatchFeature, PreTrainedTokenizerBase
+
+from .configuration import SphinxViConfig
+from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .text.tokenizer import IMAGE_TOKEN, load_tokenizer
+from .views import ViewConfig, make_views
+
+PROCESSOR_CONFIG = "processor_config.json"
+
+
+class PromptTooLongError(ValueError):
+    """A prompt (with its visual tokens) longer than the language model's context."""
+
+
+@dataclass
+class ProcessorSettings:
+    """Everything besides the tokenizer that turns an image into model input."""
+
+    views_grid: int = 2  # K
+    resolution: int = 224  # R
+    pad_colour: tuple[int, int, int] = (123, 117, 104)  # first encoder's mean colour
+    tokens_per_image: int = 0  # visual tokens each `<image>` expands into
+    context_length: int = 4096  # prompts longer than this are refused
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are refused before decoding
+
+    @classmethod
+    def from_model_config(cls, config: SphinxViConfig) -> "ProcessorSettings":
+        view = config.view_config
+        return cls(
+            views_grid=view.grid,
+            resolution=view.resolution,
+            pad_colour=config.pad_colour,
+            tokens_per_image=config.tokens_per_image,
+            context_length=config.context_length,
+        )
+
+
+class SphinxViProcessor:
+    """Pairs the tokenizer with the view builder.
+
+    `processor(text, images)` → BatchFeature(input_ids, attention_mask, pixel_values (N, V, 3, R, R),
+    image_sizes (N, 2) as (width, height)). `images` lists the images in the order their
+    `<image>` placeholders appear across `text`.
+    """
+
+    image_token = IMAGE_TOKEN
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, settings: ProcessorSettings) -> None:
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    @classmethod
+    def from_model_config(cls, config: SphinxViConfig, tokenizer: PreTrainedTokenizerBase | None = None, **kw: Any):
+        tokenizer = tokenizer or load_tokenizer(config.tokenizer, allow_download=kw.pop("allow_download", False))
+        return cls(tokenizer, ProcessorSettings.from_model_config(config))
+
+    @property
+    def view_config(self) -> ViewConfig:
+        return ViewConfig(grid=self.settings.views_grid, resolution=self.settings.resolution)
+
+    # --- images -------------------------------------------------------------------------------
+    def load(self, image: ImageInput):
+        return load_image(image, max_pixels=self.settings.max_pixels)
+
+    def image_to_views(self, image: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
+        """One image → ((V, 3, R, R) views, (width, height) of the original)."""
+        img = self.load(image)
+        return make_views(img, self.view_config, self.settings.pad_colour), img.size
+
+    # --- text ---------------------------------------------------------------------------------
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def expand_image_tokens(self, ids: Sequence[int]) -> list[int]:
+        """Each `<image>` id → `tokens_per_image` copies of it."""
+        out: list[int] = []
+        for tok in ids:
+            if tok == self.image_token_id:
+                out.extend([tok] * self.settings.tokens_per_image)
+            else:
+                out.append(tok)
+        return out
+
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        images: Sequence[ImageInput] | ImageInput | None = None,
+        padding_side: str = "left",
+        add_special_tokens: bool = False,
+    ) -> BatchFeature:
+        texts = [text] if isinstance(text, str) else list(text)
+        if images is None:
+            image_list: list[ImageInput] = []
+        elif isinstance(images, (list, tuple)):
+            image_list = [im for item in images for im in (item if isinstance(item, (list, tuple)) else [item])]
+        else:
+            image_list = [images]
+        n_placeholders = sum(t.count(IMAGE_TOKEN) for t in texts)
+        if n_placeholders != len(image_list):
+            raise ValueError(
+                f"text has {n_placeholders} {IMAGE_TOKEN} placeholder(s) but {len(image_list)} image(s) were given"
+            )
+        rows = [
+            self.expand_image_tokens(self.tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"]) for t in texts
+        ]
+        longest = max(len(r) for r in rows)
+        if longest > self.settings.context_length:
+            raise PromptTooLongError(
+                f"prompt is {longest} tokens (visual tokens included) but the model's context is "
+                f"{self.settings.context_length}; shorten the text or the history, or use fewer images"
+            )
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, row in enumerate(rows):
+            span = slice(longest - len(row), longest) if padding_side == "left" else slice(0, len(row))
+            input_ids[i, span] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, span] = 1
+        data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if image_list:
+            views, sizes = zip(*(self.image_to_views(im) for im in image_list))
+            data["pixel_values"] = torch.stack(views)  # (N, V, 3, R, R)
+            data["image_sizes"] = torch.tensor(sizes, dtype=torch.long)  # (N, 2) width, height
+        return BatchFeature(data)
+
+    def batch_decode(self, ids: torch.Tensor, **kw: Any) -> list[str]:
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True, **kw)
+
+    # --- persistence --------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory)
+        (directory / PROCESSOR_CONFIG).write_text(json.dumps(asdict(self.settings), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "SphinxViProcessor":
+        directory = Path(directory)
+        data = json.loads((directory / PROCESSOR_CONFIG).read_text())
+        data["pad_colour"] = tuple(data["pad_colour"])
+        return cls(load_tokenizer(str(directory)), ProcessorSettings(**data))

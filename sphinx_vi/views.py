@@ -1,0 +1,54 @@
+"""SPHINX "divide and conquer" views: pad to a square, a global view plus a K×K grid of crops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .grounding.geometry import PaddedSquare
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How an image becomes views. K=1 is plain SPHINX, K=2 SPHINX-1k (448 px), K=3 "2k" (672 px)."""
+
+    grid: int = 2  # K: crops per side of the high-resolution image
+    resolution: int = 224  # R: side of every view fed to the encoders
+
+    def __post_init__(self) -> None:
+        if self.grid < 1 or self.resolution < 1:
+            raise ValueError(f"grid and resolution must be positive, got {self.grid}, {self.resolution}")
+
+    @property
+    def num_views(self) -> int:
+        """Global view plus K² crops; K=1 has only the global view."""
+        return 1 if self.grid == 1 else 1 + self.grid**2
+
+
+def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """Paste `image` centred on a square canvas of colour `fill` (offsets as in PaddedSquare)."""
+    square = PaddedSquare(image.width, image.height)
+    canvas = Image.new("RGB", (square.side, square.side), fill)
+    canvas.paste(image, square.offset)
+    return canvas
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB → (3, H, W) float in [0, 1]."""
+    arr = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def make_views(image: Image.Image, config: ViewConfig, fill: tuple[int, int, int]) -> torch.Tensor:
+    """RGB image → (V, 3, R, R) in [0, 1]: global view, then crops row by row (TL, TR, BL, BR)."""
+    R, K = config.resolution, config.grid
+    square = pad_to_square(image, fill)
+    views = [_to_tensor(square.resize((R, R), Image.BICUBIC))]  # (3, R, R)
+    if K > 1:
+        hi = _to_tensor(square.resize((K * R, K * R), Image.BICUBIC))  # (3, K*R, K*R)
+        crops = hi.reshape(3, K, R, K, R).permute(1, 3, 0, 2, 4)  # (K, K, 3, R, R)
+        views.extend(crops.reshape(K * K, 3, R, R))
+    return torch.stack(views)  # (V, 3, R, R)

@@ -1,0 +1,80 @@
+"""`clip_convnext`: the open_clip ConvNeXt trunk (real: convnext_xxlarge, laion2b_s34b_b82k_augreg_soup)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import open_clip
+import timm
+import torch
+from timm.models import register_model
+from timm.models.convnext import ConvNeXt
+
+from .base import EncoderSpec, GridFeatures, VisionBackend, register_backend, resolve_weights
+
+TINY_OPEN_CLIP_MODEL = "sphinx_vi_convnext_tiny"
+
+
+@register_model
+def sphinx_vi_convnext_tiny(pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
+    """A four-stage ConvNeXt of a few thousand parameters: the tiny preset's CNN tower."""
+    if pretrained:
+        raise ValueError("sphinx_vi_convnext_tiny has no pretrained weights")
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm factory bookkeeping
+        kwargs.pop(key, None)
+    return ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), **kwargs)
+
+
+def _register_open_clip_configs() -> None:
+    if TINY_OPEN_CLIP_MODEL not in open_clip.list_models():
+        folder = resources.files("sphinx_vi.assets").joinpath("open_clip")
+        open_clip.add_model_config(str(folder))
+
+
+_register_open_clip_configs()
+
+
+def _timm_name(open_clip_model: str) -> str:
+    cfg = open_clip.get_model_config(open_clip_model)
+    if cfg is None or "timm_model_name" not in cfg.get("vision_cfg", {}):
+        raise ValueError(f"open_clip model {open_clip_model!r} is not a timm (ConvNeXt) model")
+    return cfg["vision_cfg"]["timm_model_name"]
+
+
+def _open_clip_image_size(open_clip_model: str) -> int:
+    size = open_clip.get_model_config(open_clip_model)["vision_cfg"].get("image_size", 224)
+    return int(size if isinstance(size, int) else size[0])
+
+
+@register_backend("clip_convnext")
+class ClipConvNeXt(VisionBackend):
+    """Feature map of stem+stages (B, C, h, w); its mean is the "cls" token, as in SPHINX."""
+
+    def __init__(self, spec: EncoderSpec, trunk: torch.nn.Module) -> None:
+        model_name = spec.arch["open_clip_model"]
+        super().__init__(spec, width=trunk.num_features, input_size=spec.image_size or _open_clip_image_size(model_name))
+        self.trunk = trunk
+        self.freeze_tower(self.trunk)
+
+    @classmethod
+    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> "ClipConvNeXt":
+        model_name = spec.arch.get("open_clip_model")
+        if not model_name:
+            raise ValueError(f"encoder {spec.name!r}: arch needs 'open_clip_model' (e.g. 'convnext_xxlarge')")
+        if load_weights and spec.pretrained:
+            ref, _ = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
+            clip = open_clip.create_model(model_name, pretrained=ref, require_pretrained=True)
+            trunk = clip.visual.trunk  # the text tower and the CLIP head are dropped
+        else:
+            trunk = timm.create_model(_timm_name(model_name), pretrained=False)
+            trunk.reset_classifier(0)  # same module tree as open_clip's trunk
+        return cls(spec, trunk)
+
+    def architecture(self) -> dict[str, Any]:
+        return dict(self.spec.arch)
+
+    def forward(self, pixels: torch.Tensor) -> GridFeatures:
+        with self.grad_context():
+            fmap = self.trunk.forward_features(self.preprocess(pixels))  # (B, C, h, w)
+        return GridFeatures(cls=fmap.mean(dim=(2, 3)), grid=fmap)

@@ -1,0 +1,85 @@
+"""transformers ViT towers: `clip_vit` (CLIPVisionModel), `dinov2` (Dinov2Model), `siglip` (SiglipVisionModel)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
+    PretrainedConfig,
+    PreTrainedModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+from .base import EncoderSpec, GridFeatures, VisionBackend, register_backend, resolve_weights
+
+
+class HFVisionTower(VisionBackend):
+    """A transformers vision model; its tokens after the final norm become (cls, grid)."""
+
+    model_class: ClassVar[type[PreTrainedModel]]
+    config_class: ClassVar[type[PretrainedConfig]]
+    has_cls: ClassVar[bool] = True
+
+    def __init__(self, spec: EncoderSpec, model: PreTrainedModel) -> None:
+        cfg = model.config
+        super().__init__(spec, width=cfg.hidden_size, input_size=spec.image_size or cfg.image_size)
+        self.model = model
+        self.freeze_tower(self.model)
+
+    @classmethod
+    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> "HFVisionTower":
+        if load_weights and spec.pretrained:
+            ref, is_local = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
+            model = cls.model_class.from_pretrained(ref, local_files_only=is_local or not allow_download)
+        else:
+            arch = {k: v for k, v in spec.arch.items() if k not in ("model_type", "transformers_version")}
+            model = cls.model_class(cls.config_class(**arch))
+        return cls(spec, model)
+
+    def architecture(self) -> dict[str, Any]:
+        return self.model.config.to_diff_dict()
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised → (B, N, C) tokens after the final norm."""
+        return self.model(pixel_values=pixels).last_hidden_state
+
+    def forward(self, pixels: torch.Tensor) -> GridFeatures:
+        with self.grad_context():
+            tokens = self.tokens(self.preprocess(pixels))  # (B, [1+] h*w, C)
+        patches = tokens[:, 1:] if self.has_cls else tokens
+        side = math.isqrt(patches.shape[1])
+        if side * side != patches.shape[1]:
+            raise ValueError(f"encoder {self.spec.name!r}: {patches.shape[1]} patch tokens do not form a square grid")
+        grid = patches.transpose(1, 2).reshape(patches.shape[0], -1, side, side)  # (B, C, h, w)
+        cls_token = tokens[:, 0] if self.has_cls else patches.mean(dim=1)
+        return GridFeatures(cls=cls_token, grid=grid)
+
+
+@register_backend("clip_vit")
+class ClipViT(HFVisionTower):
+    model_class = CLIPVisionModel
+    config_class = CLIPVisionConfig
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        # CLIPVisionModel norms only the pooled token; SPHINX applies ln_post to all of them.
+        return self.model.post_layernorm(self.model(pixel_values=pixels).last_hidden_state)
+
+
+@register_backend("dinov2")
+class DinoV2(HFVisionTower):
+    model_class = Dinov2Model
+    config_class = Dinov2Config
+
+
+@register_backend("siglip")
+class Siglip(HFVisionTower):
+    model_class = SiglipVisionModel
+    config_class = SiglipVisionConfig
+    has_cls = False  # SigLIP has no cls token: the mean patch token stands in

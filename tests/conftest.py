@@ -1,0 +1,23 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from sphinx_vi import SphinxVi
+
+    return SphinxVi.from_preset("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from sphinx_vi import SphinxViConfig
+    from sphinx_vi.presets import preset_config_dict
+
+    return SphinxViConfig(**preset_config_dict("tiny"))
