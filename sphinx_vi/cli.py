@@ -20,11 +20,20 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--image", required=True, help="image file")
         s.add_argument("--max-new-tokens", type=int, default=128)
         s.add_argument("--seed", type=int, default=0, help="init seed for presets")
+    info = sub.add_parser("info", help="parameters and visual tokens of a preset (built on the meta device)")
+    info.add_argument("--preset", default="sphinx-vi-1k")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "info":
+        from .summary import format_summary, summarize
+
+        info = summarize(args.preset)
+        print(json.dumps(info, indent=2) if args.json else format_summary(info))
+        return 0
     from .api import SphinxVi  # heavy imports after argument errors
 
     try:

@@ -8,7 +8,7 @@ from typing import Any
 import open_clip
 import timm
 import torch
-from timm.models import register_model
+from timm.models import build_model_with_cfg, register_model
 from timm.models.convnext import ConvNeXt
 
 from .base import EncoderSpec, GridFeatures, VisionBackend, register_backend, resolve_weights
@@ -21,9 +21,10 @@ def sphinx_vi_convnext_tiny(pretrained: bool = False, **kwargs: Any) -> ConvNeXt
     """A four-stage ConvNeXt of a few thousand parameters: the tiny preset's CNN tower."""
     if pretrained:
         raise ValueError("sphinx_vi_convnext_tiny has no pretrained weights")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm factory bookkeeping
-        kwargs.pop(key, None)
-    return ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), **kwargs)
+    kwargs["pretrained_cfg"] = kwargs.get("pretrained_cfg") or {"input_size": (3, 64, 64), "num_classes": 0}
+    return build_model_with_cfg(
+        ConvNeXt, "sphinx_vi_convnext_tiny", pretrained=False, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), **kwargs
+    )
 
 
 def _register_open_clip_configs() -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: timing scripts that print a table and write JSON (never timed tests)."""

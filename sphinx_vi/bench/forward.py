@@ -1,0 +1,87 @@
+"""Forward-pass time of a preset on this machine: `python -m sphinx_vi.bench.forward --out FILE.json`.
+
+Times (median of `--repeats` after warm-up) one chat prompt with one image through the whole
+model, and, as the peer measured in the same run, the bare language model on a text-only
+sequence of the same length; the ratio is the cost of the visual front end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ..api import SphinxVi
+
+
+def _median_seconds(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), statistics.pstdev(times)
+
+
+def run(preset: str = "tiny", repeats: int = 20, threads: int = 2, batch: int = 1) -> dict:
+    torch.set_num_threads(threads)
+    vi = SphinxVi.from_preset(preset)
+    model = vi.model
+    image = torch.randint(0, 255, (240, 320, 3), dtype=torch.uint8).numpy()
+    text = vi.processor.apply_chat_template([{"role": "user", "content": "<image>\nCó gì trong ảnh?"}])
+    inputs = vi.processor([text] * batch, [image] * batch)
+    text_ids = torch.randint(5, model.config.text_config.vocab_size, inputs["input_ids"].shape)
+    with torch.inference_mode():
+        full, full_sd = _median_seconds(lambda: model(**inputs), repeats)
+        lm, lm_sd = _median_seconds(lambda: model.language_model(input_ids=text_ids), repeats)
+        vis, vis_sd = _median_seconds(lambda: model.vision(inputs["pixel_values"]), repeats)
+        prep, prep_sd = _median_seconds(lambda: vi.processor([text] * batch, [image] * batch), repeats)
+    return {
+        "preset": preset,
+        "batch": batch,
+        "sequence_length": int(inputs["input_ids"].shape[1]),
+        "visual_tokens_per_image": model.config.tokens_per_image,
+        "threads": threads,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "torch": torch.__version__,
+        "forward_s": full,
+        "forward_sd_s": full_sd,
+        "vision_s": vis,
+        "vision_sd_s": vis_sd,
+        "text_only_lm_s": lm,
+        "text_only_lm_sd_s": lm_sd,
+        "processor_s": prep,
+        "processor_sd_s": prep_sd,
+        "forward_vs_text_only_lm": full / lm,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    r = run(args.preset, args.repeats, args.threads, args.batch)
+    print(f"preset {r['preset']}, batch {r['batch']}, {r['sequence_length']} tokens ({r['visual_tokens_per_image']} visual), {r['threads']} threads")
+    print(f"{'step':<28}{'median ms':>12}{'sd ms':>10}")
+    for key, label in (("processor", "processor (image → views)"), ("vision", "mixed vision encoder"), ("forward", "full forward"), ("text_only_lm", "LLM alone, same length")):
+        print(f"{label:<28}{1e3 * r[key + '_s']:>12.2f}{1e3 * r[key + '_sd_s']:>10.2f}")
+    print(f"full forward / LLM alone: {r['forward_vs_text_only_lm']:.2f}×")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(r, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

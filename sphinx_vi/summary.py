@@ -1,0 +1,51 @@
+"""Describe a preset without its weights: build it on the `meta` device and count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .configuration import SphinxViConfig
+from .modeling import SphinxViForConditionalGeneration
+from .presets import preset_config_dict
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def summarize(name: str) -> dict[str, Any]:
+    """Parameters per part, visual tokens per image and per view, for preset `name`."""
+    config = SphinxViConfig(**preset_config_dict(name))
+    with torch.device("meta"):
+        model = SphinxViForConditionalGeneration(config)
+    parts = {f"vision.{n}": _count(enc) for n, enc in model.vision.encoders.items()}
+    if model.vision.qformer is not None:
+        parts["vision.qformer"] = _count(model.vision.qformer)
+    own = sum(p.numel() for n, p in model.vision.named_parameters() if not n.startswith(("encoders.", "qformer.")))
+    parts["vision.projectors+begin/end"] = own
+    parts["language_model"] = _count(model.language_model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    view = config.view_config
+    return {
+        "preset": name,
+        "parameters": parts,
+        "total_parameters": _count(model),
+        "trainable_parameters_default": trainable,
+        "views": view.num_views,
+        "resolution": view.resolution,
+        "tokens_per_view": model.vision.tokens_per_view,
+        "visual_tokens_per_image": config.tokens_per_image,
+    }
+
+
+def format_summary(info: dict[str, Any]) -> str:
+    rows = [f"preset {info['preset']}", f"{'part':<34}{'parameters':>16}"]
+    rows += [f"{k:<34}{v:>16,}" for k, v in info["parameters"].items()]
+    rows += [
+        f"{'total':<34}{info['total_parameters']:>16,}",
+        f"{'trainable by default':<34}{info['trainable_parameters_default']:>16,}",
+        f"views {info['views']} × {info['tokens_per_view']} tokens = {info['visual_tokens_per_image']} visual tokens per image",
+    ]
+    return "\n".join(rows)

@@ -1,0 +1,156 @@
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, TextIteratorStreamer
+
+from sphinx_vi import ImageTokenMismatchError, SphinxViConfig, SphinxViForConditionalGeneration
+from sphinx_vi.presets import preset_config_dict
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    return tiny.model
+
+
+def _inputs(tiny, n_images=1, prompt="<image>\nMô tả bức ảnh."):
+    images = [torch.randint(0, 255, (24 + 8 * i, 40, 3), dtype=torch.uint8).numpy() for i in range(n_images)]
+    text = tiny.processor.apply_chat_template([{"role": "user", "content": prompt}])
+    return tiny.processor(text, images)
+
+
+def test_processor_expands_each_image_into_the_models_token_count(tiny, model):
+    inputs = _inputs(tiny)
+    n = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    assert n == model.config.tokens_per_image == model.vision.tokens_per_view * 5 == 115
+    assert inputs["pixel_values"].shape == (1, 5, 3, 32, 32)
+    assert inputs["image_sizes"].tolist() == [[40, 24]]
+
+
+def test_forward_shapes_and_loss(tiny, model):
+    inputs = _inputs(tiny)
+    labels = inputs["input_ids"].clone()
+    out = model(**inputs, labels=labels)
+    assert out.logits.shape == (*inputs["input_ids"].shape, model.config.text_config.vocab_size)
+    assert torch.isfinite(out.loss)
+
+
+def test_several_images_per_sample(tiny, model):
+    inputs = _inputs(tiny, n_images=2, prompt="<image> và <image>: khác nhau thế nào?")
+    assert inputs["pixel_values"].shape[0] == 2
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 2 * model.config.tokens_per_image
+    logits = model(**inputs).logits
+    swapped = dict(inputs, pixel_values=inputs["pixel_values"].flip(0))
+    assert not torch.allclose(logits, model(**swapped).logits)  # order of images matters
+
+
+def test_token_count_mismatch_is_a_clear_error(tiny, model):
+    inputs = _inputs(tiny)
+    ids = inputs["input_ids"]
+    first = int((ids[0] == model.config.image_token_id).nonzero()[0])
+    ids = torch.cat([ids[:, :first], ids[:, first + 1 :]], dim=1)  # one placeholder short
+    with pytest.raises(ImageTokenMismatchError, match=r"hold 114 <image> tokens but 1 image\(s\) give 115 visual tokens"):
+        model(input_ids=ids, pixel_values=inputs["pixel_values"])
+    with pytest.raises(ImageTokenMismatchError, match="no pixel_values"):
+        model(input_ids=inputs["input_ids"])
+    with pytest.raises(ValueError, match="placeholder"):
+        tiny.processor("<image> <image>", [torch.zeros(4, 4, 3, dtype=torch.uint8).numpy()])
+
+
+def test_llm_logits_equal_the_plain_transformers_llm_on_text(tmp_path, model):
+    """Parity: the text path is exactly the causal LM's own forward."""
+    model.language_model.save_pretrained(tmp_path / "lm")
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "lm").eval()
+    ids = torch.randint(5, model.config.text_config.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    ours = model(input_ids=ids, attention_mask=mask).logits
+    theirs = plain(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_save_and_load_round_trip(tmp_path, tiny, model):
+    tiny.save_pretrained(tmp_path / "ckpt")
+    files = {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= files
+    loaded = SphinxViForConditionalGeneration.from_pretrained(tmp_path / "ckpt").eval()
+    inputs = _inputs(tiny)
+    torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_generate_matches_step_by_step_forward_and_encodes_images_once(tiny, model):
+    inputs = _inputs(tiny)
+    calls = []
+    hook = model.vision.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = model.generate(**inputs, max_new_tokens=6, do_sample=False, min_new_tokens=6)
+        assert len(calls) == 1
+        beams = model.generate(**inputs, max_new_tokens=6, num_beams=3, do_sample=False)
+        assert len(calls) == 2 and beams.shape[0] == 1
+    finally:
+        hook.remove()
+    ids = inputs["input_ids"]
+    for _ in range(6):  # no cache, image re-encoded each step: the reference
+        logits = model(input_ids=ids, pixel_values=inputs["pixel_values"]).logits[:, -1]
+        logits[:, model.config.image_token_id] = -float("inf")
+        logits[:, model.config.text_config.eos_token_id] = -float("inf")
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, ids)
+
+
+def test_sampling_is_seeded_and_streaming_yields_the_same_text(tiny, model):
+    inputs = _inputs(tiny)
+    torch.manual_seed(5)
+    a = model.generate(**inputs, max_new_tokens=8, do_sample=True, top_k=20)
+    torch.manual_seed(5)
+    b = model.generate(**inputs, max_new_tokens=8, do_sample=True, top_k=20)
+    assert torch.equal(a, b)
+    streamer = TextIteratorStreamer(tiny.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    import threading
+
+    greedy = {}
+    thread = threading.Thread(target=lambda: greedy.update(out=model.generate(**inputs, max_new_tokens=8, do_sample=False, streamer=streamer)))
+    thread.start()
+    streamed = "".join(streamer)
+    thread.join()
+    new = greedy["out"][0, inputs["input_ids"].shape[1]:]
+    assert streamed == tiny.processor.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_the_image_token_is_never_generated(model):
+    assert model.config.image_token_id in model.generation_config.suppress_tokens
+
+
+def test_lora_attaches_to_the_language_model(tiny_config):
+    torch.manual_seed(0)
+    m = SphinxViForConditionalGeneration(tiny_config)
+    lora = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)"))
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+    ids = torch.randint(5, 100, (1, 9))
+    out = lora(input_ids=ids, labels=ids)
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in lora.named_parameters() if p.requires_grad)
+
+
+def test_meta_build_of_the_real_preset_matches_the_design():
+    cfg = SphinxViConfig(**preset_config_dict("sphinx-vi-1k"))
+    with torch.device("meta"):
+        m = SphinxViForConditionalGeneration(cfg)
+    # visual tokens: 5 views (global + 2×2) × (begin + 32 queries + cls + 16×16 grid + end)
+    assert cfg.tokens_per_image == 5 * (1 + 32 + 1 + 256 + 1) == 1455
+    assert m.vision.tokens_per_view * 5 == 1455
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    # the LLM is Vistral-7B (Mistral: 32 layers, d 4096, GQA 8 kv heads, ffn 14336) + `<image>` row
+    V, d, L, f, kv = 38370, 4096, 32, 14336, 1024
+    assert count(m.language_model) == 2 * V * d + L * (2 * d * d + 2 * d * kv + 3 * d * f + 2 * d) + d
+    assert count(m.vision.encoders["clip_vit"]) == pytest.approx(303.2e6, rel=0.01)  # CLIP ViT-L/14 vision
+    assert count(m.vision.encoders["dinov2"]) == pytest.approx(1.1365e9, rel=0.01)  # DINOv2 ViT-g/14
+    assert count(m.vision.encoders["clip_convnext"]) == pytest.approx(843e6, rel=0.02)  # ConvNeXt-XXL trunk
+    assert count(m) == pytest.approx(9.71e9, rel=0.01)
+    # projector: channel concat of 3072 + 1024 + 1536 → 4096
+    assert m.vision.projector[0].in_features == 3072 + 1024 + 1536

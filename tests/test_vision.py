@@ -1,0 +1,161 @@
+import open_clip
+import pytest
+import torch
+from transformers import (
+    Blip2Config,
+    Blip2Model,
+    Blip2QFormerConfig,
+    Blip2QFormerModel,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+from sphinx_vi.vision import EncoderSpec, MixedVisionEncoder, VisionConfig, WeightsNotFoundError, build_backend
+from sphinx_vi.vision.convnext import TINY_OPEN_CLIP_MODEL
+
+VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+QF = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, encoder_hidden_size=24, cross_attention_frequency=1, vocab_size=8)
+
+
+def _pixels(n=3, size=32):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(
+    "backend, arch, has_grid",
+    [
+        ("clip_convnext", {"open_clip_model": TINY_OPEN_CLIP_MODEL}, 2),
+        ("clip_vit", VIT, 4),
+        ("dinov2", {**VIT, "mlp_ratio": 2}, 4),
+        ("siglip", {**VIT, "vision_use_head": False}, 4),
+    ],
+)
+def test_grid_backends_random_init(backend, arch, has_grid):
+    enc = build_backend(EncoderSpec(backend=backend, arch={k: v for k, v in arch.items() if k != "intermediate_size" or backend != "dinov2"}))
+    feats = enc(_pixels())
+    assert feats.cls.shape == (3, enc.width)
+    assert feats.grid.shape[:2] == (3, enc.width) and feats.grid.shape[-1] == has_grid
+    assert not any(p.requires_grad for p in enc.parameters())  # frozen by default
+
+
+def _assert_same_features(a, b, pixels):
+    fa, fb = a(pixels), b(pixels)
+    torch.testing.assert_close(fa.cls, fb.cls)
+    torch.testing.assert_close(fa.grid, fb.grid)
+
+
+def test_open_clip_convnext_loads_from_an_open_clip_checkpoint_file(tmp_path):
+    torch.manual_seed(1)
+    clip = open_clip.create_model(TINY_OPEN_CLIP_MODEL)  # the library's own model and format
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(clip.state_dict(), path)
+    spec = EncoderSpec(backend="clip_convnext", arch={"open_clip_model": TINY_OPEN_CLIP_MODEL}, pretrained=str(path))
+    loaded = build_backend(spec, load_weights=True)
+    torch.testing.assert_close(loaded.trunk.stem[0].weight, clip.visual.trunk.stem[0].weight)
+    rebuilt = build_backend(EncoderSpec(backend="clip_convnext", arch=loaded.architecture()))
+    rebuilt.load_state_dict(loaded.state_dict())  # same module tree without open_clip
+    _assert_same_features(loaded, rebuilt, _pixels(size=64))
+
+
+@pytest.mark.parametrize(
+    "backend, model_cls, config_cls, kwargs",
+    [
+        ("clip_vit", CLIPVisionModel, CLIPVisionConfig, VIT),
+        ("dinov2", Dinov2Model, Dinov2Config, {k: v for k, v in VIT.items() if k != "intermediate_size"}),
+        ("siglip", SiglipVisionModel, SiglipVisionConfig, VIT),
+    ],
+)
+def test_transformers_towers_load_from_a_saved_directory(tmp_path, backend, model_cls, config_cls, kwargs):
+    torch.manual_seed(2)
+    original = model_cls(config_cls(**kwargs)).eval()
+    original.save_pretrained(tmp_path / backend)
+    enc = build_backend(EncoderSpec(backend=backend, pretrained=str(tmp_path / backend)), load_weights=True)
+    first = next(iter(original.state_dict()))
+    torch.testing.assert_close(enc.model.state_dict()[first], original.state_dict()[first])
+    # the architecture recorded for saving rebuilds the same tower
+    rebuilt = build_backend(EncoderSpec(backend=backend, arch=enc.architecture()))
+    rebuilt.load_state_dict(enc.state_dict())
+    _assert_same_features(enc, rebuilt, _pixels())
+
+
+def test_qformer_loads_from_its_own_directory_and_from_a_full_blip2_checkpoint(tmp_path):
+    torch.manual_seed(3)
+    qf = Blip2QFormerModel(Blip2QFormerConfig(**QF))
+    qf.save_pretrained(tmp_path / "qformer")
+    spec = EncoderSpec(backend="qformer", source="x", num_queries=4, pretrained=str(tmp_path / "qformer"))
+    enc = build_backend(spec, load_weights=True)
+    torch.testing.assert_close(enc.model.layernorm.weight, qf.layernorm.weight)
+
+    blip2_cfg = Blip2Config(
+        vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8),
+        qformer_config=QF,
+        text_config=dict(model_type="opt", vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, word_embed_proj_dim=16, max_position_embeddings=32),
+        num_query_tokens=6,
+    )
+    blip2 = Blip2Model(blip2_cfg)
+    blip2.save_pretrained(tmp_path / "blip2")
+    spec = EncoderSpec(backend="qformer", source="x", pretrained=str(tmp_path / "blip2"))
+    enc = build_backend(spec, load_weights=True)
+    assert spec.num_queries == 6
+    torch.testing.assert_close(enc.query_tokens.data, blip2.query_tokens.data)
+    torch.testing.assert_close(enc.model.encoder.layer[0].attention.attention.query.weight, blip2.qformer.encoder.layer[0].attention.attention.query.weight)
+
+
+def test_hub_ids_need_permission():
+    spec = EncoderSpec(backend="clip_vit", pretrained="openai/clip-vit-large-patch14")
+    with pytest.raises(WeightsNotFoundError, match="not a local path.*allow_download"):
+        build_backend(spec, load_weights=True, allow_download=False)
+    with pytest.raises(ValueError, match="unknown vision backend 'nope'"):
+        build_backend(EncoderSpec(backend="nope"))
+    with pytest.raises(ValueError, match="unknown encoder field"):
+        EncoderSpec.from_dict({"backend": "clip_vit", "pretrianed": "x"})
+
+
+def _mixed(merge: bool, with_qformer: bool = True) -> MixedVisionEncoder:
+    specs = [
+        EncoderSpec(backend="clip_convnext", arch={"open_clip_model": TINY_OPEN_CLIP_MODEL}, image_size=64),
+        EncoderSpec(backend="clip_vit", arch=VIT),
+    ]
+    if with_qformer:
+        specs.append(EncoderSpec(backend="qformer", source="clip_vit", num_queries=3, arch=QF))
+    cfg = VisionConfig(encoders=specs, grid_size=4, merge_2x2=merge, views_grid=2, resolution=32)
+    return MixedVisionEncoder(cfg, [build_backend(s) for s in specs], llm_width=48)
+
+
+@pytest.mark.parametrize("merge, expected", [(False, 2 + 3 + 1 + 16), (True, 2 + 3 + 1 + 4)])
+def test_mixed_encoder_tokens_per_view(merge, expected):
+    enc = _mixed(merge)
+    assert enc.tokens_per_view == expected
+    out = enc(torch.rand(2, 5, 3, 32, 32))
+    assert out.shape == (2, 5 * expected, 48)
+
+
+def test_mixed_encoder_trains_only_its_own_layers():
+    enc = _mixed(False)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable == {
+        "projector.0.weight", "projector.0.bias", "projector.1.weight", "projector.1.bias",
+        "qformer_projector.0.weight", "qformer_projector.0.bias", "qformer_projector.1.weight", "qformer_projector.1.bias",
+        "qformer.source_proj.weight", "qformer.source_proj.bias", "image_begin", "image_end",
+    }
+    enc.train()
+    assert not enc.encoders["clip_vit"].model.training  # frozen towers stay in eval mode
+    enc(torch.rand(1, 5, 3, 32, 32)).sum().backward()
+    assert enc.qformer.source_proj.weight.grad is not None  # reaches through the frozen Q-Former
+    assert enc.projector[0].weight.grad is not None
+
+
+def test_mixed_encoder_validates_its_config():
+    specs = [EncoderSpec(backend="qformer", source="clip_vit", arch=QF)]
+    with pytest.raises(ValueError, match="at least one grid encoder"):
+        MixedVisionEncoder(VisionConfig(encoders=specs), [build_backend(s) for s in specs], 16)
+    specs = [EncoderSpec(backend="clip_vit", arch=VIT), EncoderSpec(backend="qformer", source="dino", arch=QF)]
+    with pytest.raises(ValueError, match="qformer source 'dino'"):
+        MixedVisionEncoder(VisionConfig(encoders=specs, grid_size=4), [build_backend(s) for s in specs], 16)
+    specs = [EncoderSpec(backend="clip_vit", arch=VIT)]
+    with pytest.raises(ValueError, match="even grid_size"):
+        MixedVisionEncoder(VisionConfig(encoders=specs, grid_size=5, merge_2x2=True), [build_backend(s) for s in specs], 16)
