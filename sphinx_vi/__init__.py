@@ -7,7 +7,7 @@
 
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from .api import SphinxVi
+from .api import GroundedAnswer, SphinxVi
 from .configuration import SphinxViConfig
 from .grounding import Detection, ParseResult, format_box, parse
 from .images import ImageError, ImageTooLargeError, load_image
@@ -22,6 +22,7 @@ AutoModelForImageTextToText.register(SphinxViConfig, SphinxViForConditionalGener
 __version__ = "0.1.0"
 __all__ = [
     "Detection",
+    "GroundedAnswer",
     "ImageError",
     "ImageTokenMismatchError",
     "ImageTooLargeError",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union, overload
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence, Union, overload
 
 import torch
 from PIL import Image
 
 from .configuration import SphinxViConfig
-from .grounding import Detection, ParseResult, deduplicate, format_box, parse
+from .grounding import Detection, deduplicate, format_box, parse
 from .images import ImageInput
 from .modeling import SphinxViForConditionalGeneration
 from .presets import list_presets, preset_config_dict
@@ -136,45 +137,58 @@ class SphinxVi:
         return answers if _is_batch(image) else answers[0]
 
     # --- grounding tasks ------------------------------------------------------------------------
-    def _parse_answers(self, image, prompts: list[str], **gen: Any) -> list[ParseResult]:
-        loaded, prompts = self._prepare(image, prompts if _is_batch(image) else prompts[0])
-        answers = self._generate(loaded, prompts, None, **gen)
-        return [parse(a, im.size) for a, im in zip(answers, loaded)]
+    def ask(self, image, prompt: str | Callable[[Image.Image], str], **generate_kwargs: Any):
+        """Answer `prompt` and parse it: GroundedAnswer(text, detections, warnings) (a list for a batch).
 
-    def detect_with_text(self, image: ImageInput, query: str, lang: Lang | Literal["auto"] = "auto", **gen: Any):
-        """(detections, raw answer, parser warnings) for one image."""
-        img = self.processor.load(image)
-        answer = self._generate([img], [task_prompt("detect", lang, category=query)], None, **gen)[0]
-        result = parse(answer, img.size)
-        return _dedup(result.detections), answer, result.warnings
+        `prompt` may be a function of the loaded image (to write a box in its coordinates).
+        """
+        images = list(image) if _is_batch(image) else [image]
+        loaded = [self.processor.load(im) for im in images]
+        prompts = [prompt(im) if callable(prompt) else prompt for im in loaded]
+        answers = self._generate(loaded, prompts, None, **generate_kwargs)
+        results = []
+        for text, im in zip(answers, loaded):
+            parsed = parse(text, im.size)
+            results.append(GroundedAnswer(text, _dedup(parsed.detections), parsed.warnings, im.size))
+        return results if _is_batch(image) else results[0]
 
     def detect(self, image, query: str, lang: Lang | Literal["auto"] = "auto", **gen: Any):
         """All `query` objects → list[Detection] (a list of lists for a batch of images)."""
-        n = len(image) if _is_batch(image) else 1
-        results = self._parse_answers(image, [task_prompt("detect", lang, category=query)] * n, **gen)
-        dets = [_dedup(r.detections) for r in results]
-        return dets if _is_batch(image) else dets[0]
+        answers = self.ask(image, task_prompt("detect", lang, category=query), **gen)
+        return [a.detections for a in answers] if _is_batch(image) else answers.detections
 
     def ground(self, image, expression: str, lang: Lang | Literal["auto"] = "auto", **gen: Any):
         """The region `expression` describes → Detection or None (a list for a batch)."""
-        n = len(image) if _is_batch(image) else 1
-        results = self._parse_answers(image, [task_prompt("rec", lang, expression=expression)] * n, **gen)
-        found = [next((d for d in r.detections if d.box is not None), None) for r in results]
-        if found and not _is_batch(image) and found[0] is not None:
-            found[0].label = expression
+        answers = self.ask(image, task_prompt("rec", lang, expression=expression), **gen)
+        found = [next((d for d in a.detections if d.box is not None), None) for a in _as_list(answers)]
+        for det in found:
+            if det is not None:
+                det.label = expression
         return found if _is_batch(image) else found[0]
 
     def keypoints(self, image, box: Sequence[float] | None = None, lang: Lang = "vi", **gen: Any):
         """COCO keypoints of the person in `box` (pixels), or of every person → list[Detection]."""
-        images = list(image) if _is_batch(image) else [image]
-        loaded = [self.processor.load(im) for im in images]
         if box is None:
-            prompts = [task_prompt("keypoints", lang)] * len(loaded)
+            prompt: str | Callable[[Image.Image], str] = task_prompt("keypoints", lang)
         else:
-            prompts = [task_prompt("keypoints_box", lang, box=format_box(box, im.size)) for im in loaded]
-        answers = self._generate(loaded, prompts, None, **gen)
-        people = [[d for d in parse(a, im.size).detections if d.points] for a, im in zip(answers, loaded)]
+            prompt = lambda im: task_prompt("keypoints_box", lang, box=format_box(box, im.size))  # noqa: E731
+        answers = self.ask(image, prompt, **gen)
+        people = [[d for d in a.detections if d.points] for a in _as_list(answers)]
         return people if _is_batch(image) else people[0]
+
+
+@dataclass
+class GroundedAnswer:
+    """The model's text, what the parser read from it (pixels of the image), and what it could not."""
+
+    text: str
+    detections: list[Detection]
+    warnings: list[str]
+    image_size: tuple[int, int]
+
+
+def _as_list(x: Any) -> list:
+    return x if isinstance(x, list) else [x]
 
 
 def _dedup(detections: list[Detection]) -> list[Detection]:

@@ -8,6 +8,7 @@ import sys
 
 from .images import ImageError
 from .processing import PromptTooLongError
+from .prompts import task_prompt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,13 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "chat":
             print(vi.chat(args.image, args.prompt, max_new_tokens=args.max_new_tokens))
         else:
-            detections, answer, warnings = vi.detect_with_text(args.image, args.prompt, max_new_tokens=args.max_new_tokens)
+            prompt = task_prompt("detect", "auto", category=args.prompt)
+            answer = vi.ask(args.image, prompt, max_new_tokens=args.max_new_tokens)
             report = {
                 "query": args.prompt,
                 "image": args.image,
-                "detections": [d.to_dict() for d in detections],
-                "answer": answer,
-                "warnings": warnings,
+                "image_size": list(answer.image_size),
+                "detections": [d.to_dict() for d in answer.detections],
+                "answer": answer.text,
+                "warnings": answer.warnings,
             }
             print(json.dumps(report, ensure_ascii=False, indent=2))
     except (ImageError, PromptTooLongError, FileNotFoundError, KeyError) as err:

@@ -122,3 +122,10 @@ def test_cli_reports_bad_input_without_a_traceback(capsys, tmp_path):
     assert cli_main(["chat", "--image", str(empty), "hi"]) == 2
     assert "empty.png: file is empty" in capsys.readouterr().err
     assert cli_main(["chat", "--model", "nowhere", "--image", EXAMPLE, "hi"]) == 2
+
+
+def test_ask_returns_text_detections_and_warnings(tiny, monkeypatch):
+    _answering(tiny, monkeypatch, "<p>a</p> [0.1,0.3,0.2,0.4] <p>b</p> [0.1,zz]")
+    answer = tiny.ask(EXAMPLE, "Phát hiện tất cả.")
+    assert answer.text.startswith("<p>a</p>") and answer.image_size == (320, 240)
+    assert [d.label for d in answer.detections] == ["a"] and len(answer.warnings) == 1
