@@ -91,11 +91,16 @@ def indefinite(colour: Colour, kind: Kind, lang: str) -> str:
     return f"một {kind.vi} màu {colour.vi}"
 
 
+def number_word(n: int, lang: str) -> str:
+    words = NUMBERS_EN if lang == "en" else NUMBERS_VI
+    return words[n] if 0 <= n < len(words) else str(n)
+
+
 def count_phrase(n: int, kind: Kind, lang: str) -> str:
     """'two circles' / 'hai hình tròn'."""
     if lang == "en":
-        return f"{NUMBERS_EN[n] if n < len(NUMBERS_EN) else n} {kind.en if n == 1 else kind.en_plural}"
-    return f"{NUMBERS_VI[n] if n < len(NUMBERS_VI) else n} {kind.vi}"
+        return f"{number_word(n, lang)} {kind.en if n == 1 else kind.en_plural}"
+    return f"{number_word(n, lang)} {kind.vi}"
 
 
 def join_list(items: list[str], lang: str) -> str:

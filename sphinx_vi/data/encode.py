@@ -1,0 +1,133 @@
+"""Samples → model inputs: token ids with each `<image>` expanded, labels only on what the model must write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..images import ImageError
+from ..processing import SphinxViProcessor
+from .samples import Sample
+
+IGNORE_INDEX = -100  # labels that carry no loss (prompt, image, padding)
+
+
+class SampleTooLongError(ValueError):
+    """A sample longer than the training context."""
+
+
+@dataclass
+class EncodedSample:
+    input_ids: torch.Tensor  # (L,)
+    labels: torch.Tensor  # (L,), IGNORE_INDEX outside assistant turns
+    pixel_values: torch.Tensor | None  # (N, V, 3, R, R)
+    image_sizes: torch.Tensor | None  # (N, 2)
+    task: str = "chat"
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+class SampleEncoder:
+    """Render the chat template, tokenise with offsets, and label the assistant spans.
+
+    Assistant spans are found by rendering growing prefixes of the conversation, so any chat
+    template works (Vistral's own included), not only templates with `{% generation %}` blocks.
+    """
+
+    def __init__(self, processor: SphinxViProcessor, max_length: int | None = None) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_length = max_length or processor.settings.context_length
+
+    def _render(self, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+    def text_and_spans(self, sample: Sample) -> tuple[str, list[tuple[int, int]]]:
+        """The full text and the character spans that carry loss."""
+        if sample.kind == "text":
+            text = (self.tokenizer.bos_token or "") + (sample.text or "") + (self.tokenizer.eos_token or "")
+            return text, [(len(self.tokenizer.bos_token or ""), len(text))]
+        text = self._render(sample.messages)
+        spans = []
+        for k, m in enumerate(sample.messages):
+            if m["role"] != "assistant":
+                continue
+            start = len(self._render(sample.messages[:k], generation_prompt=True))
+            end = len(self._render(sample.messages[: k + 1]))
+            spans.append((start, end))
+        return text, spans
+
+    def token_ids_and_labels(self, sample: Sample) -> tuple[list[int], list[int]]:
+        text, spans = self.text_and_spans(sample)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, labels = [], []
+        image_id, per_image = self.processor.image_token_id, self.processor.settings.tokens_per_image
+        for tok, (s, e) in zip(enc["input_ids"], enc["offset_mapping"]):
+            if tok == image_id:
+                ids.extend([tok] * per_image)
+                labels.extend([IGNORE_INDEX] * per_image)
+                continue
+            ids.append(tok)
+            in_span = e > s and any(a <= s < b for a, b in spans)
+            labels.append(tok if in_span else IGNORE_INDEX)
+        return ids, labels
+
+    def __call__(self, sample: Sample) -> EncodedSample:
+        ids, labels = self.token_ids_and_labels(sample)
+        if len(ids) > self.max_length:
+            raise SampleTooLongError(f"sample {sample.id}: {len(ids)} tokens > max_length {self.max_length}")
+        pixel_values = image_sizes = None
+        if sample.images:
+            views, sizes = zip(*(self.processor.image_to_views(p) for p in sample.images))
+            pixel_values = torch.stack(views)
+            image_sizes = torch.tensor(sizes, dtype=torch.long)
+        return EncodedSample(torch.tensor(ids), torch.tensor(labels), pixel_values, image_sizes, sample.task)
+
+    def length(self, sample: Sample) -> int:
+        """Token count without loading images (for length grouping)."""
+        return len(self.token_ids_and_labels(sample)[0])
+
+
+def collate(batch: list[EncodedSample | None], pad_token_id: int) -> dict[str, Any]:
+    """Right-pad a batch; drop samples that failed to load (None) and count them."""
+    items = [b for b in batch if b is not None]
+    dropped = len(batch) - len(items)
+    if not items:
+        return {"input_ids": None, "dropped": dropped}
+    L = max(len(b) for b in items)
+    input_ids = torch.full((len(items), L), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(items), L), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(items), L), dtype=torch.long)
+    for i, b in enumerate(items):
+        n = len(b)
+        input_ids[i, :n], labels[i, :n], attention_mask[i, :n] = b.input_ids, b.labels, 1
+    pixels = [b.pixel_values for b in items if b.pixel_values is not None]
+    sizes = [b.image_sizes for b in items if b.image_sizes is not None]
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention_mask,
+        "pixel_values": torch.cat(pixels) if pixels else None,
+        "image_sizes": torch.cat(sizes) if sizes else None,
+        "dropped": dropped,
+    }
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Samples encoded on access; a sample whose image fails to load becomes None (dropped by `collate`)."""
+
+    def __init__(self, samples: list[Sample], encoder: SampleEncoder) -> None:
+        self.samples = samples
+        self.encoder = encoder
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> EncodedSample | None:
+        try:
+            return self.encoder(self.samples[index])
+        except (ImageError, SampleTooLongError):
+            return None
