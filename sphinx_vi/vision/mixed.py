@@ -22,6 +22,8 @@ class VisionConfig:
     merge_2x2: bool = False  # VILA: concatenate 2×2 neighbours (4C) before projecting, G²/4 tokens
     views_grid: int = 2  # K (see ViewConfig)
     resolution: int = 224  # R (see ViewConfig)
+    position_features: int = 0  # F > 0: add a learned map of 2-D Fourier features of each grid token's
+    # absolute position on the padded square (same frame as text coordinates); 0 = off (SPHINX)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VisionConfig":
@@ -58,6 +60,7 @@ class VisionConfig:
             "merge_2x2": self.merge_2x2,
             "views_grid": self.views_grid,
             "resolution": self.resolution,
+            "position_features": self.position_features,
         }
 
 
@@ -100,6 +103,10 @@ class MixedVisionEncoder(nn.Module):
                 raise ValueError(f"qformer source {source!r} is not a grid encoder; choose from {list(self.encoders)}")
             self.qformer.bind_source(self.encoders[source].width)
             self.qformer_projector = nn.Sequential(nn.Linear(self.qformer.width, llm_width), nn.LayerNorm(llm_width))
+        self.position_proj: nn.Linear | None = None
+        if config.position_features > 0:
+            self.position_proj = nn.Linear(4 * config.position_features, llm_width)
+            self.register_buffer("grid_positions", self._fourier_positions(config), persistent=False)
         self.image_begin = nn.Parameter(torch.zeros(llm_width))  # learned begin/end-of-image embeddings
         self.image_end = nn.Parameter(torch.zeros(llm_width))
         self.reset_parameters()
@@ -107,6 +114,8 @@ class MixedVisionEncoder(nn.Module):
     def reset_parameters(self) -> None:
         """Initialise the layers this module owns (the towers initialise themselves)."""
         heads = [self.projector] + ([self.qformer_projector] if self.qformer is not None else [])
+        if self.position_proj is not None:
+            heads.append(self.position_proj)
         if self.qformer is not None and isinstance(self.qformer.source_proj, nn.Linear):
             heads.append(self.qformer.source_proj)
         for head in heads:
@@ -123,6 +132,35 @@ class MixedVisionEncoder(nn.Module):
     @property
     def tokens_per_view(self) -> int:
         return self.config.tokens_per_view
+
+    def set_towers_trainable(self, trainable: bool) -> None:
+        """Unfreeze (or freeze) every tower, Q-Former included; its train/eval mode follows."""
+        towers = [*self.encoders.values()] + ([self.qformer] if self.qformer is not None else [])
+        for tower in towers:
+            tower.spec.trainable = trainable
+            for name, p in tower.named_parameters():
+                if not name.startswith("source_proj"):
+                    p.requires_grad_(trainable)
+
+    @staticmethod
+    def _fourier_positions(config: VisionConfig) -> torch.Tensor:
+        """(V, g², 4F): sin/cos of x and y at F octaves, for every grid token of every view.
+
+        Positions are centres of grid cells on the padded square: the global view spans it all,
+        crop (i, j) of the K×K grid spans [j/K, (j+1)/K] × [i/K, (i+1)/K].
+        """
+        K, F = config.views_grid, config.position_features
+        g = config.grid_size // (2 if config.merge_2x2 else 1)
+        cells = (torch.arange(g, dtype=torch.float32) + 0.5) / g  # (g,)
+        ys, xs = torch.meshgrid(cells, cells, indexing="ij")  # (g, g)
+        frames = [(0.0, 0.0, 1.0)] + ([(j / K, i / K, 1.0 / K) for i in range(K) for j in range(K)] if K > 1 else [])
+        freqs = torch.pi * 2.0 ** torch.arange(F, dtype=torch.float32)  # (F,)
+        out = []
+        for x0, y0, span in frames:
+            x = (x0 + span * xs).reshape(-1, 1) * freqs  # (g², F)
+            y = (y0 + span * ys).reshape(-1, 1) * freqs
+            out.append(torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1))  # (g², 4F)
+        return torch.stack(out)  # (V, g², 4F)
 
     def _grid_tokens(self, features: GridFeatures) -> torch.Tensor:
         """(cls (B, C), grid (B, C, h, w)) → (B, 1 + G², C) on the common G×G grid."""
@@ -150,7 +188,12 @@ class MixedVisionEncoder(nn.Module):
         tokens = torch.cat(list(per_encoder.values()), dim=-1)  # (N·V, 1 + G², ΣC)
         if self.merge_2x2:
             tokens = self._merge(tokens)  # (N·V, 1 + G²/4, 4ΣC)
-        parts = [self.projector(tokens)]  # (N·V, T_grid, D)
+        grid_tokens = self.projector(tokens)  # (N·V, T_grid, D)
+        if self.position_proj is not None:
+            pos = self.position_proj(self.grid_positions.to(grid_tokens.dtype))  # (V, g², D)
+            pos = pos.repeat(N, 1, 1)  # (N·V, g², D), views in image-major order like `views`
+            grid_tokens = torch.cat([grid_tokens[:, :1], grid_tokens[:, 1:] + pos], dim=1)  # cls has no position
+        parts = [grid_tokens]
         if self.qformer is not None:
             queries = self.qformer(per_encoder[self.qformer.spec.source])  # (N·V, Q, H)
             parts.insert(0, self.qformer_projector(queries))  # queries come first in each view

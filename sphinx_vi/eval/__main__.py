@@ -1,0 +1,39 @@
+"""`python -m sphinx_vi.eval --model DIR --data DIR --out report.json [--limit N]`"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .runner import TASKS, evaluate, format_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sphinx_vi.eval", description=__doc__)
+    p.add_argument("--model", required=True, help="checkpoint directory or preset name")
+    p.add_argument("--data", required=True, help="held-out data directory (synthetic world layout)")
+    p.add_argument("--out", type=Path, default=None, help="JSON report")
+    p.add_argument("--limit", type=int, default=None, help="samples per task")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args(argv)
+    from ..api import SphinxVi
+
+    try:
+        vi = SphinxVi.load(args.model)
+        report = evaluate(vi, args.data, args.limit, args.tasks, args.batch_size)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2, ensure_ascii=False))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Run a model over a held-out data directory and score every task."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..api import SphinxVi
+from ..data import Sample, SampleEncoder, collate
+from ..data.formats import load_llava, load_text
+from ..grounding import parse
+from . import metrics as M
+
+MAX_NEW_TOKENS = {"rec": 32, "detection": 160, "keypoints": 320, "vqa": 12}
+
+
+def answer(vi: SphinxVi, samples: list[Sample], max_new_tokens: int, batch_size: int = 32, desc: str = "") -> list[str]:
+    """Greedy answers to each sample's last user turn (its image(s) attached), batched."""
+    out: list[str] = []
+    tok = vi.processor.tokenizer
+    for i in tqdm(range(0, len(samples), batch_size), desc=desc, leave=False, disable=len(samples) <= batch_size):
+        chunk = samples[i : i + batch_size]
+        texts = [vi.processor.apply_chat_template([m for m in s.messages if m["role"] != "assistant"][:1]) for s in chunk]
+        images = [p for s in chunk for p in s.images]
+        inputs = vi.processor(texts, images).to(vi.device)
+        with torch.inference_mode():
+            ids = vi.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out += [t.strip() for t in tok.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
+    return out
+
+
+def _size(sample: Sample) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(sample.images[0]) as im:
+        return im.size
+
+
+def _load(data: Path, task: str, limit: int | None) -> list[Sample]:
+    path = data / "llava" / f"{task}.json"
+    if not path.exists():
+        return []
+    samples = load_llava(path).samples
+    return samples[:limit] if limit else samples
+
+
+def eval_rec(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
+    answers = answer(vi, samples, MAX_NEW_TOKENS["rec"], bs, "rec")
+    sizes = [_size(s) for s in samples]
+    gts = [parse(s.messages[-1]["content"], sz).boxes[0] for s, sz in zip(samples, sizes)]
+    preds = [next(iter(parse(a, sz).boxes), None) for a, sz in zip(answers, sizes)]
+    scores = M.rec_scores(preds, gts)
+    _, baseline = M.best_constant_box(gts, 0.5)
+    _, baseline30 = M.best_constant_box(gts, 0.3)
+    return {"rec_acc50": scores["acc50"], "rec_acc30": scores["acc30"], "rec_miou": scores["miou"],
+            "rec_parse_rate": scores["parse_rate"], "rec_acc50_baseline": baseline, "rec_acc30_baseline": baseline30,
+            "rec_n": len(samples), "_rec_examples": list(zip([s.messages[0]["content"] for s in samples[:5]], answers[:5]))}
+
+
+def eval_detection(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
+    answers = answer(vi, samples, MAX_NEW_TOKENS["detection"], bs, "detection")
+    sizes = [_size(s) for s in samples]
+    gts = [parse(s.messages[-1]["content"], sz).boxes for s, sz in zip(samples, sizes)]
+    preds = [parse(a, sz).boxes for a, sz in zip(answers, sizes)]
+    cats = [s.messages[0]["content"].split("\n", 1)[-1] for s in samples]  # the query identifies the category
+    prf = M.detection_prf(preds, gts)
+    ap = M.coco_box_ap(preds, gts, cats, sizes)
+    const, _ = M.best_constant_box([b for g in gts for b in g])
+    base = M.detection_prf([[const] for _ in samples], gts)
+    return {"det_precision_50": prf["precision"], "det_recall_50": prf["recall"], "det_f1_50": prf["f1"],
+            "det_ap": ap["ap"], "det_ap50": ap["ap50"], "det_f1_50_baseline": base["f1"], "det_n": len(samples)}
+
+
+def eval_keypoints(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
+    answers = answer(vi, samples, MAX_NEW_TOKENS["keypoints"], bs, "keypoints")
+    sizes = [_size(s) for s in samples]
+    boxes = [parse(s.messages[0]["content"], sz).boxes[0] for s, sz in zip(samples, sizes)]
+    gts = [next((d.points for d in parse(s.messages[-1]["content"], sz).detections if d.points), {}) for s, sz in zip(samples, sizes)]
+    preds = [next((d.points for d in parse(a, sz).detections if d.points), {}) for a, sz in zip(answers, sizes)]
+    base = M.mean_pose_baseline(gts, boxes)
+    return {"pose_pck": M.pck(preds, gts, boxes), "pose_pck_baseline": M.pck(base, gts, boxes),
+            "pose_oks_ap": M.keypoint_oks_ap(preds, gts, boxes, sizes)["ap"],
+            "pose_oks_ap_baseline": M.keypoint_oks_ap(base, gts, boxes, sizes)["ap"], "pose_n": len(samples)}
+
+
+def eval_vqa(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
+    answers = answer(vi, samples, MAX_NEW_TOKENS["vqa"], bs, "vqa")
+    gts = [s.messages[-1]["content"] for s in samples]
+    questions = [s.messages[0]["content"] for s in samples]
+    return {"vqa_acc": M.vqa_accuracy(answers, gts), "vqa_acc_baseline": M.vqa_majority_baseline(questions, gts), "vqa_n": len(samples)}
+
+
+def text_loss(vi: SphinxVi, data: Path, limit: int | None, bs: int = 16) -> dict[str, Any]:
+    """Mean per-token loss on held-out text-only paragraphs (does the LLM still write text?)."""
+    path = data / "text" / "paragraphs.jsonl"
+    if not path.exists():
+        return {}
+    samples = load_text(path).samples[: limit or None]
+    enc = SampleEncoder(vi.processor)
+    total = count = 0.0
+    for i in range(0, len(samples), bs):
+        batch = collate([enc(s) for s in samples[i : i + bs]], vi.processor.tokenizer.pad_token_id)
+        with torch.inference_mode():
+            logits = vi.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
+        total += float(loss)
+        count += float((labels != -100).sum())
+    return {"text_loss": total / max(count, 1.0), "text_n": len(samples)}
+
+
+TASKS = {"rec": eval_rec, "detection": eval_detection, "keypoints": eval_keypoints, "vqa": eval_vqa}
+
+
+def evaluate(vi: SphinxVi, data: str | Path, limit: int | None = None, tasks: list[str] | None = None, batch_size: int = 32) -> dict[str, Any]:
+    data = Path(data)
+    if not (data / "llava").is_dir():
+        raise FileNotFoundError(f"{data}: no llava/ folder (make a held-out set: python -m sphinx_vi.data synth --out {data} --seed 1)")
+    report: dict[str, Any] = {}
+    for task in tasks or list(TASKS):
+        samples = _load(data, task, limit)
+        if samples:
+            report.update(TASKS[task](vi, samples, batch_size))
+    report.update(text_loss(vi, data, limit))
+    return report
+
+
+ROWS = [
+    ("REC Acc@0.5", "rec_acc50", "rec_acc50_baseline"),
+    ("REC Acc@0.3", "rec_acc30", "rec_acc30_baseline"),
+    ("REC mean IoU", "rec_miou", None),
+    ("detection F1@0.5", "det_f1_50", "det_f1_50_baseline"),
+    ("detection P@0.5", "det_precision_50", None),
+    ("detection R@0.5", "det_recall_50", None),
+    ("detection COCO AP", "det_ap", None),
+    ("pose PCK@0.1", "pose_pck", "pose_pck_baseline"),
+    ("pose OKS AP", "pose_oks_ap", "pose_oks_ap_baseline"),
+    ("VQA accuracy", "vqa_acc", "vqa_acc_baseline"),
+    ("held-out text loss", "text_loss", None),
+]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"{'metric':<22}{'model':>10}{'baseline':>10}"]
+    for label, key, base in ROWS:
+        if key in report:
+            b = f"{report[base]:>10.3f}" if base and base in report else f"{'':>10}"
+            lines.append(f"{label:<22}{report[key]:>10.3f}{b}")
+    return "\n".join(lines)
+
+
+def finite(report: dict[str, Any]) -> bool:
+    return all(math.isfinite(v) for v in report.values() if isinstance(v, float))

@@ -1,0 +1,100 @@
+"""Choose what learns, by name: projector, llm (full), llm_lora, vision, lm_head (GIT-LLM's experiment)."""
+
+from __future__ import annotations
+
+import tempfile
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from ..modeling import SphinxViForConditionalGeneration
+from .config import TrainConfig
+
+
+class QLoRAUnavailableError(RuntimeError):
+    """QLoRA was asked for where it cannot run (no CUDA or no bitsandbytes)."""
+
+
+def projector_parameters(model: SphinxViForConditionalGeneration) -> list[torch.nn.Parameter]:
+    """The layers the mixed encoder owns: projectors, position map, begin/end embeddings, Q-Former adapter."""
+    v = model.vision
+    params = [*v.projector.parameters(), v.image_begin, v.image_end]
+    if v.position_proj is not None:
+        params += list(v.position_proj.parameters())
+    if v.qformer is not None:
+        params += list(v.qformer_projector.parameters()) + list(v.qformer.source_proj.parameters())
+    return params
+
+
+def qlora_quantization_config():
+    """NF4 4-bit weights with bf16 compute, double quantisation (the QLoRA recipe)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+    )
+
+
+def check_qlora_available() -> None:
+    if not torch.cuda.is_available():
+        raise QLoRAUnavailableError("qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); on the CPU use trainable: [llm_lora]")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise QLoRAUnavailableError("qlora needs bitsandbytes: pip install bitsandbytes") from None
+
+
+def quantize_language_model(model: SphinxViForConditionalGeneration) -> None:
+    """Reload the LLM in 4-bit NF4 from its own weights (round trip through a temporary directory)."""
+    from peft import prepare_model_for_kbit_training
+
+    check_qlora_available()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.language_model.save_pretrained(tmp)
+        lm = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=qlora_quantization_config(), device_map={"": 0})
+    model.language_model = prepare_model_for_kbit_training(lm)
+
+
+def lora_config(cfg: TrainConfig) -> LoraConfig:
+    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.effective_lora_alpha, lora_dropout=0.0,
+                      target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+
+
+def apply_trainable(model: SphinxViForConditionalGeneration, cfg: TrainConfig) -> dict[str, int]:
+    """Freeze everything, then unfreeze the named parts (wrapping the LLM in LoRA if asked).
+
+    Returns trainable parameter counts per part.
+    """
+    model.requires_grad_(False)
+    model.vision.set_towers_trainable("vision" in cfg.trainable)
+    counts: dict[str, int] = {}
+    if "projector" in cfg.trainable:
+        for p in projector_parameters(model):
+            p.requires_grad_(True)
+        counts["projector"] = sum(p.numel() for p in projector_parameters(model))
+    if "vision" in cfg.trainable:
+        towers = [*model.vision.encoders.values()] + ([model.vision.qformer] if model.vision.qformer is not None else [])
+        counts["vision"] = sum(p.numel() for t in towers for p in t.parameters() if p.requires_grad)
+    if "llm" in cfg.trainable:
+        model.language_model.requires_grad_(True)
+        counts["llm"] = sum(p.numel() for p in model.language_model.parameters())
+    if "llm_lora" in cfg.trainable:
+        if cfg.qlora:
+            quantize_language_model(model)
+        model.language_model = get_peft_model(model.language_model, lora_config(cfg))
+        counts["llm_lora"] = sum(p.numel() for p in model.language_model.parameters() if p.requires_grad)
+    if "lm_head" in cfg.trainable:
+        head = model.get_output_embeddings()
+        head.requires_grad_(True)
+        counts["lm_head"] = sum(p.numel() for p in head.parameters())
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("nothing to train: `trainable` selects no parameters")
+    return counts
+
+
+def merge_lora(model: SphinxViForConditionalGeneration) -> SphinxViForConditionalGeneration:
+    """Fold LoRA adapters into the LLM weights so the saved model is a plain checkpoint."""
+    if isinstance(model.language_model, PeftModel):
+        model.language_model = model.language_model.merge_and_unload()
+    return model

@@ -1,0 +1,101 @@
+"""The training recipes as plain functions: stage1, stage2 (and merge in merge.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..api import SphinxVi
+from ..data import EncodedDataset, Sample, SampleEncoder, mix
+from ..data.formats import load_captions, load_llava, load_text
+from ..data.samples import LoadResult
+from .config import TrainConfig
+from .lineage import fingerprint, read_lineage
+from .loop import Stream, fit
+
+
+class DataDirError(FileNotFoundError):
+    """The data directory is missing or lacks the files a stage needs."""
+
+
+def _require(path: Path, what: str, cfg: TrainConfig) -> Path:
+    if not Path(cfg.data).is_dir():
+        raise DataDirError(f"data directory {cfg.data!r} does not exist (make one: python -m sphinx_vi.data synth --out {cfg.data})")
+    if not path.exists():
+        raise DataDirError(f"{what}: {path} not found in data directory {cfg.data!r}")
+    return path
+
+
+def _checked(result: LoadResult, cfg: TrainConfig) -> list[Sample]:
+    result.report.check(cfg.max_bad_fraction)
+    if result.report.bad:
+        print(result.report.summary())
+    if not result.samples:
+        raise ValueError(f"{result.report.source}: no usable samples (empty dataset)")
+    return result.samples
+
+
+def load_start(cfg: TrainConfig) -> tuple[SphinxVi, dict]:
+    """The model a run starts from, and its lineage (the fingerprint of the base weights)."""
+    if cfg.init:
+        init = Path(cfg.init)
+        if not (init / "config.json").exists() or not any(init.glob("*.safetensors")):
+            raise FileNotFoundError(f"--init {cfg.init!r} is not a sphinx_vi checkpoint (needs config.json and *.safetensors)")
+        vi = SphinxVi.from_pretrained(init)
+        lineage = read_lineage(init)
+        base = lineage.get("base") or fingerprint(vi.model)
+        return vi, {"base": base, "init": str(init), "parents": lineage.get("parents", [])}
+    vi = SphinxVi.from_preset(cfg.model, seed=cfg.init_seed)
+    return vi, {"base": fingerprint(vi.model), "init": f"preset:{cfg.model}@{cfg.init_seed}"}
+
+
+def _lengths(samples: list[Sample], encoder: SampleEncoder) -> list[int]:
+    cache: dict[int, int] = {}
+    return [cache.setdefault(id(s), encoder.length(s)) for s in samples]
+
+
+def _stream(name: str, samples: list[Sample], encoder: SampleEncoder, batch: int, weight: float, cfg: TrainConfig) -> Stream:
+    lengths = _lengths(samples, encoder)
+    keep = [i for i, n in enumerate(lengths) if n <= cfg.max_length]
+    if len(keep) < len(samples):
+        print(f"[{cfg.stage}] {name}: {len(samples) - len(keep)} samples longer than max_length {cfg.max_length} skipped")
+    if not keep:
+        raise ValueError(f"{name}: every sample is longer than max_length {cfg.max_length}")
+    samples, lengths = [samples[i] for i in keep], [lengths[i] for i in keep]
+    return Stream(name, EncodedDataset(samples, encoder), lengths, batch, weight)
+
+
+def stage1(cfg: TrainConfig, stop_after: int | None = None) -> Path:
+    """Alignment: caption data (real or synthetic style) plus, in every step, a text-only batch."""
+    data = Path(cfg.data)
+    captions = _checked(load_captions(_require(data / "captions" / f"{cfg.captions}.jsonl", "captions", cfg)), cfg)
+    vi, lineage = load_start(cfg)
+    encoder = SampleEncoder(vi.processor, cfg.max_length)
+    streams = []
+    if cfg.text_loss_weight > 0:
+        text = _checked(load_text(_require(data / "text" / "paragraphs.jsonl", "text-only data", cfg)), cfg)
+        streams.append(_stream("text", text, encoder, cfg.text_batch_size, cfg.text_loss_weight, cfg))
+    streams.append(_stream("caption", captions, encoder, cfg.batch_size, 1.0, cfg))  # uses every part: last
+    return fit(cfg, vi.model, vi.processor, streams, {**lineage, "captions": cfg.captions}, stop_after)
+
+
+def stage2_samples(cfg: TrainConfig) -> list[Sample]:
+    data = Path(cfg.data)
+    sources: dict[str, list[Sample]] = {}
+    for name, weight in cfg.mixture.items():
+        if weight <= 0:
+            continue
+        if name == "text":
+            sources[name] = _checked(load_text(_require(data / "text" / "instructions.json", "text instructions", cfg)), cfg)
+        else:
+            sources[name] = _checked(load_llava(_require(data / "llava" / f"{name}.json", f"task {name!r}", cfg)), cfg)
+    total = cfg.max_steps * cfg.batch_size * cfg.grad_accum
+    return mix(sources, cfg.mixture, max(total, 1), seed=cfg.seed)
+
+
+def stage2(cfg: TrainConfig, stop_after: int | None = None) -> Path:
+    """Instruction tuning on a weighted task mixture plus text-only instructions; loss on answers only."""
+    samples = stage2_samples(cfg)
+    vi, lineage = load_start(cfg)
+    encoder = SampleEncoder(vi.processor, cfg.max_length)
+    stream = _stream("mixture", samples, encoder, cfg.batch_size, 1.0, cfg)
+    return fit(cfg, vi.model, vi.processor, [stream], lineage, stop_after)
