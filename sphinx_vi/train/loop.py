@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -122,7 +123,10 @@ def fit(
     ]
     optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=tuple(cfg.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is not `prepare`d: accelerate would step it once per process per step, and our
+    # data order does not depend on the world size. It is still saved with every checkpoint.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
 
     start = 0
     log = MetricsLog(out / "metrics.jsonl", enabled=main)
@@ -142,7 +146,9 @@ def fit(
                                           collate_fn=partial(collate, pad_token_id=pad)))
     model.train()
     t0, seen, dropped = time.perf_counter(), 0, 0
-    bar = tqdm(total=cfg.max_steps, initial=start, desc=cfg.stage, disable=not main, dynamic_ncols=True)
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=cfg.max_steps, initial=start, desc=cfg.stage, disable=not main, dynamic_ncols=True,
+               mininterval=0.1 if interactive else 30.0)  # a log file gets a line every 30 s
     for step in range(start, cfg.max_steps):
         micro = {s.name: [next(loaders[s.name]) for _ in range(cfg.grad_accum)] for s in streams}
         totals = {}

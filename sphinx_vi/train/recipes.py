@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from accelerate import PartialState
+
 from ..api import SphinxVi
 from ..data import EncodedDataset, Sample, SampleEncoder, mix
 from ..data.formats import load_captions, load_llava, load_text
@@ -88,7 +91,8 @@ def stage2_samples(cfg: TrainConfig) -> list[Sample]:
             sources[name] = _checked(load_text(_require(data / "text" / "instructions.json", "text instructions", cfg)), cfg)
         else:
             sources[name] = _checked(load_llava(_require(data / "llava" / f"{name}.json", f"task {name!r}", cfg)), cfg)
-    total = cfg.max_steps * cfg.batch_size * cfg.grad_accum
+    world = PartialState(cpu=not torch.cuda.is_available()).num_processes  # the mixture depends on the global batch, not on the world size
+    total = cfg.max_steps * cfg.batch_size * cfg.grad_accum * world
     return mix(sources, cfg.mixture, max(total, 1), seed=cfg.seed)
 
 

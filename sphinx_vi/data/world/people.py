@@ -37,14 +37,14 @@ def _figure(rng: random.Random, cx: float, top: float, height: float) -> dict[st
     pts["left shoulder"], pts["right shoulder"] = (cx + half_sh, shoulder_y), (cx - half_sh, shoulder_y)
     pts["left hip"], pts["right hip"] = (cx + half_hip, hip_y), (cx - half_hip, hip_y)
     for side, sign in (("left", 1), ("right", -1)):
-        a1 = math.radians(rng.uniform(-30, 100))  # upper arm angle from straight down, outward
-        a2 = a1 + math.radians(rng.uniform(-20, 90))
+        a1 = math.radians(rng.uniform(-40, 170))  # upper arm angle from straight down, outward
+        a2 = a1 + math.radians(rng.uniform(-60, 120))
         sx, sy = pts[f"{side} shoulder"]
         ex, ey = sx + sign * 1.4 * u * math.sin(a1), sy + 1.4 * u * math.cos(a1)
         pts[f"{side} elbow"] = (ex, ey)
         pts[f"{side} wrist"] = (ex + sign * 1.3 * u * math.sin(a2), ey + 1.3 * u * math.cos(a2))
-        l1 = math.radians(rng.uniform(-5, 30))
-        l2 = l1 + math.radians(rng.uniform(-25, 10))
+        l1 = math.radians(rng.uniform(-15, 60))  # legs: standing, striding, kicking
+        l2 = l1 + math.radians(rng.uniform(-60, 15))
         hx, hy = pts[f"{side} hip"]
         kx, ky = hx + sign * 1.9 * u * math.sin(l1), hy + 1.9 * u * math.cos(l1)
         pts[f"{side} knee"] = (kx, ky)

@@ -1,0 +1,52 @@
+import pytest
+
+from sphinx_vi.eval import metrics as M
+from sphinx_vi.eval.runner import format_report
+
+
+def test_rec_scores_count_unparsed_answers_as_misses():
+    gts = [(0, 0, 10, 10), (0, 0, 10, 10), (0, 0, 10, 10), (0, 0, 10, 10)]
+    preds = [(0, 0, 10, 10), (0, 0, 10, 6), (5, 5, 15, 15), None]
+    s = M.rec_scores(preds, gts)
+    assert s["acc50"] == pytest.approx(0.5) and s["acc30"] == pytest.approx(0.5)
+    assert s["parse_rate"] == 0.75
+    assert s["miou"] == pytest.approx((1 + 0.6 + 25 / 175) / 4)
+
+
+def test_best_constant_box():
+    gts = [(0, 0, 10, 10)] * 3 + [(50, 50, 60, 60)]
+    box, acc = M.best_constant_box(gts)
+    assert acc == 0.75 and tuple(box) == (0, 0, 10, 10)
+
+
+def test_detection_prf_and_coco_ap():
+    gts = [[(0, 0, 10, 10), (20, 20, 30, 30)], [], [(5, 5, 9, 9)]]
+    preds = [[(0, 0, 10, 10)], [(1, 1, 2, 2)], [(5, 5, 9, 9)]]
+    prf = M.detection_prf(preds, gts)
+    assert prf["precision"] == pytest.approx(2 / 3) and prf["recall"] == pytest.approx(2 / 3)
+    perfect = M.coco_box_ap(gts, gts, ["a", "a", "b"], [(100, 100)] * 3)
+    assert perfect["ap"] == pytest.approx(1.0) and perfect["ap50"] == pytest.approx(1.0)
+    assert M.coco_box_ap(preds, gts, ["a", "a", "b"], [(100, 100)] * 3)["ap"] < 1.0
+
+
+def test_keypoint_metrics():
+    box = (0, 0, 100, 100)
+    gt = {"nose": (50.0, 10.0), "left hip": (60.0, 60.0)}
+    assert M.pck([gt], [gt], [box]) == 1.0
+    assert M.pck([{"nose": (50.0, 25.0)}], [gt], [box]) == 0.0
+    assert M.keypoint_oks_ap([gt], [gt], [box], [(100, 100)])["ap"] == pytest.approx(1.0)
+    far = {"nose": (90.0, 90.0), "left hip": (5.0, 5.0)}
+    assert M.keypoint_oks_ap([far], [gt], [box], [(100, 100)])["ap"] == pytest.approx(0.0)
+    base = M.mean_pose_baseline([gt, gt], [box, (0, 0, 50, 50)])
+    assert base[1]["nose"] == pytest.approx((37.5, 7.5))  # mean of (0.5, 0.1) and (1.0, 0.2) of the box
+
+
+def test_vqa_accuracy_and_majority_baseline():
+    assert M.vqa_accuracy(["Đỏ.", "2", "blue"], ["đỏ", "2", "red"]) == pytest.approx(2 / 3)
+    qs = ["How many?"] * 3 + ["What colour?"] * 2
+    assert M.vqa_majority_baseline(qs, ["1", "1", "2", "red", "red"]) == pytest.approx(4 / 5)
+
+
+def test_report_table():
+    table = format_report({"rec_acc50": 0.7, "rec_acc50_baseline": 0.1, "text_loss": 2.5})
+    assert "REC Acc@0.5" in table and "0.700" in table and "0.100" in table

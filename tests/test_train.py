@@ -1,0 +1,184 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sphinx_vi import SphinxVi
+from sphinx_vi.data.world.generate import synthesize
+from sphinx_vi.data.world.shapes import WorldConfig
+from sphinx_vi.train import NonFiniteLossError, load_config
+from sphinx_vi.train.__main__ import main as train_main
+from sphinx_vi.train.config import TrainConfig
+from sphinx_vi.train.merge import LineageMismatchError, merge
+from sphinx_vi.train.metrics import read_metrics
+from sphinx_vi.train.parts import QLoRAUnavailableError, apply_trainable, qlora_quantization_config
+from sphinx_vi.train.recipes import stage1, stage2
+from sphinx_vi.train.schedule import lr_factor, scaled_lr
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_world")
+    synthesize(out, 40, seed=0, config=WorldConfig(size=64), progress=False)
+    return out
+
+
+def _cfg(world, out, **kw):
+    base = dict(model="tiny", data=str(world), out=str(out), batch_size=4, text_batch_size=2, max_steps=4,
+                warmup_steps=1, log_every=1, save_every=2, lr=1e-3, reference_batch=4, max_length=1024,
+                mixture={"rec": 2.0, "detection": 1.0, "keypoints": 1.0, "text": 1.0})
+    base.update(kw)
+    return load_config(None, base)
+
+
+def test_config_files_load_and_mistakes_are_named(tmp_path):
+    for f in sorted((REPO / "train" / "configs").glob("*.yaml")):
+        cfg = load_config(f)
+        assert cfg.stage in f.name and cfg.max_steps > 0
+    (tmp_path / "bad.yaml").write_text("stage: stage1\nbatch_szie: 8\n")
+    with pytest.raises(ValueError, match=r"unknown config field 'batch_szie'; did you mean batch_size"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="config field 'max_steps'"):
+        load_config(None, {"max_steps": "many"})
+    with pytest.raises(ValueError, match="unknown trainable part"):
+        load_config(None, {"trainable": "projector,llm_lroa"})
+    cfg = load_config(None, {"trainable": "projector,llm_lora", "mixture": "rec=2,vqa=1", "resume": "false"})
+    assert cfg.trainable == ["projector", "llm_lora"] and cfg.mixture == {"rec": 2.0, "vqa": 1.0} and cfg.resume is False
+    assert cfg.effective_lora_alpha == 2 * cfg.lora_rank
+
+
+def test_cli_names_bad_options_and_bad_paths(world, tmp_path, capsys):
+    assert train_main(["stage2", "--data", str(world), "--max-stesp", "2"]) == 2
+    assert "did you mean --max-steps" in capsys.readouterr().err
+    assert train_main(["stage1", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert train_main(["stage2", "--data", str(world), "--init", str(world), "--out", str(tmp_path / "o")]) == 2
+    assert "not a sphinx_vi checkpoint" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    (empty / "captions").mkdir(parents=True)
+    (empty / "captions" / "real.jsonl").write_text("")
+    assert train_main(["stage1", "--data", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "no usable samples" in capsys.readouterr().err
+
+
+def test_lr_scaling_and_schedule():
+    cfg = TrainConfig(lr=1e-3, reference_batch=32, batch_size=8, grad_accum=2, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert scaled_lr(cfg, world_size=4) == (pytest.approx(2e-3), 64)
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(0.55) and lr_factor(110, cfg) == pytest.approx(0.1)
+
+
+def test_trainable_parts_by_name(tiny_config):
+    from sphinx_vi import SphinxViForConditionalGeneration
+
+    def trainable(names, **kw):
+        torch.manual_seed(0)
+        m = SphinxViForConditionalGeneration(tiny_config)
+        apply_trainable(m, TrainConfig(trainable=names, **kw))
+        return m, {n.split(".")[0] + "." + n.split(".")[1] for n, p in m.named_parameters() if p.requires_grad}
+
+    _, parts = trainable(["projector"])
+    assert parts == {"vision.projector", "vision.qformer_projector", "vision.image_begin", "vision.image_end", "vision.qformer"}
+    m, parts = trainable(["lm_head"])
+    assert parts == {"language_model.lm_head"}
+    m, parts = trainable(["vision"])
+    assert {"vision.encoders", "vision.qformer"} == parts and m.vision.encoders["clip_vit"].trainable
+    m, _ = trainable(["projector", "llm_lora"], lora_rank=4)
+    lora = [n for n, p in m.named_parameters() if p.requires_grad and "lora_" in n]
+    assert lora and all("language_model" in n for n in lora)
+    assert m.language_model.peft_config["default"].lora_alpha == 8  # alpha = 2·rank
+    with pytest.raises(ValueError, match="'llm' .* or 'llm_lora'"):
+        TrainConfig(trainable=["llm", "llm_lora"])
+
+
+def test_qlora_is_refused_on_the_cpu_with_a_clear_message(tiny_config):
+    from sphinx_vi import SphinxViForConditionalGeneration
+
+    q = qlora_quantization_config()
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_compute_dtype == torch.bfloat16
+    m = SphinxViForConditionalGeneration(tiny_config)
+    with pytest.raises(QLoRAUnavailableError, match="needs a CUDA GPU"):
+        apply_trainable(m, TrainConfig(trainable=["llm_lora"], qlora=True))
+
+
+def test_stage1_twice_merge_then_stage2(world, tmp_path):
+    real = stage1(_cfg(world, tmp_path / "real", captions="real", seed=1))
+    synth = stage1(_cfg(world, tmp_path / "synth", captions="synthetic", seed=2))
+    rows = read_metrics(tmp_path / "real" / "metrics.jsonl")
+    assert {"loss_text", "loss_caption"} <= set(rows[-1]) and len(rows) == 4
+    assert (tmp_path / "real" / "loss.png").stat().st_size > 1000
+    lin_a, lin_b = (json.loads((d / "lineage.json").read_text()) for d in (real, synth))
+    assert lin_a["base"] == lin_b["base"]  # --seed changes data order only, not the init
+
+    merged = merge(real, synth, 0.3, tmp_path / "merged")
+    a, b, m = (load_file(str(d / "model.safetensors")) for d in (real, synth, merged))
+    for k in a:
+        if k.startswith("language_model."):
+            torch.testing.assert_close(m[k], 0.3 * a[k] + 0.7 * b[k], rtol=0, atol=1e-7)
+    assert not torch.equal(a["language_model.model.layers.0.mlp.up_proj.weight"], b["language_model.model.layers.0.mlp.up_proj.weight"])
+
+    other = stage1(_cfg(world, tmp_path / "other", init_seed=7, max_steps=1))
+    with pytest.raises(LineageMismatchError, match="different base weights"):
+        merge(real, other, 0.5, tmp_path / "bad")
+
+    final = stage2(_cfg(world, tmp_path / "s2", init=str(merged), max_steps=3))
+    vi = SphinxVi.from_pretrained(final)
+    assert isinstance(vi.chat(world / "images" / "000001.png", "Có gì?", max_new_tokens=3), str)
+    assert json.loads((final / "lineage.json").read_text())["base"] == lin_a["base"]
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(world, tmp_path):
+    straight = stage2(_cfg(world, tmp_path / "a", max_steps=6, save_every=1, seed=3))
+    assert straight.exists()
+    stage2(_cfg(world, tmp_path / "b", max_steps=6, save_every=1, seed=3), stop_after=3)
+    assert not (tmp_path / "b" / "final").exists()
+    stage2(_cfg(world, tmp_path / "b", max_steps=6, save_every=1, seed=3))
+    la = [r["loss"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")]
+    lb = [r["loss"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    assert len(la) == len(lb) == 6
+    assert la == pytest.approx(lb, rel=1e-5, abs=1e-6)
+    wa, wb = (load_file(str(d / "final" / "model.safetensors")) for d in (tmp_path / "a", tmp_path / "b"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, monkeypatch):
+    from sphinx_vi.train import loop
+
+    calls = {"n": 0}
+    original = loop._token_loss_sum
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        total, n = original(logits, labels)
+        return (total * float("nan"), n) if calls["n"] >= 3 else (total, n)
+
+    monkeypatch.setattr(loop, "_token_loss_sum", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3.*Last good checkpoint: .*step-0000002"):
+        stage2(_cfg(world, tmp_path / "nan", max_steps=6, save_every=1))
+    names = sorted(p.name for p in (tmp_path / "nan" / "checkpoints").iterdir())
+    assert names == ["step-0000001", "step-0000002"]
+
+
+def test_two_process_ddp_matches_one_process(world, tmp_path):
+    common = ["-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world), "--max-steps", "3",
+              "--warmup-steps", "1", "--log-every", "1", "--save-every", "100", "--lr", "0.001", "--reference-batch", "8",
+              "--mixture", "rec=1,detection=1", "--seed", "5"]
+    one = subprocess.run([sys.executable, *common, "--batch-size", "8", "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # torchrun sets RANK/WORLD_SIZE; accelerate then runs DDP over gloo on the CPU
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                          *common, "--batch-size", "4", "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es)" in two.stdout
+    l1 = [r["loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")]
+    l2 = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
+    assert len(l1) == len(l2) == 3
+    assert l1 == pytest.approx(l2, rel=1e-4)
