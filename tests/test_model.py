@@ -154,3 +154,14 @@ def test_meta_build_of_the_real_preset_matches_the_design():
     assert count(m) == pytest.approx(9.71e9, rel=0.01)
     # projector: channel concat of 3072 + 1024 + 1536 → 4096
     assert m.vision.projector[0].in_features == 3072 + 1024 + 1536
+
+
+def test_position_features_survive_save_and_load(tmp_path):
+    """Regression: nothing the model computes at init may be lost when from_pretrained builds it on `meta`."""
+    from sphinx_vi import SphinxVi
+
+    vi = SphinxVi.from_preset("tiny-shapes", seed=0)
+    vi.save_pretrained(tmp_path / "m")
+    again = SphinxVi.from_pretrained(tmp_path / "m")
+    px = torch.rand(1, 5, 3, 32, 32)
+    torch.testing.assert_close(again.model.vision(px), vi.model.vision(px))

@@ -106,7 +106,6 @@ class MixedVisionEncoder(nn.Module):
         self.position_proj: nn.Linear | None = None
         if config.position_features > 0:
             self.position_proj = nn.Linear(4 * config.position_features, llm_width)
-            self.register_buffer("grid_positions", self._fourier_positions(config), persistent=False)
         self.image_begin = nn.Parameter(torch.zeros(llm_width))  # learned begin/end-of-image embeddings
         self.image_end = nn.Parameter(torch.zeros(llm_width))
         self.reset_parameters()
@@ -190,7 +189,10 @@ class MixedVisionEncoder(nn.Module):
             tokens = self._merge(tokens)  # (N·V, 1 + G²/4, 4ΣC)
         grid_tokens = self.projector(tokens)  # (N·V, T_grid, D)
         if self.position_proj is not None:
-            pos = self.position_proj(self.grid_positions.to(grid_tokens.dtype))  # (V, g², D)
+            # computed per call (a few KB), not a buffer: buffers built on the meta device by
+            # `from_pretrained` would hold garbage
+            fourier = self._fourier_positions(self.config).to(grid_tokens.device, grid_tokens.dtype)
+            pos = self.position_proj(fourier)  # (V, g², D)
             pos = pos.repeat(N, 1, 1)  # (N·V, g², D), views in image-major order like `views`
             grid_tokens = torch.cat([grid_tokens[:, :1], grid_tokens[:, 1:] + pos], dim=1)  # cls has no position
         parts = [grid_tokens]
