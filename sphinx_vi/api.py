@@ -18,6 +18,9 @@ from .processing import SphinxViProcessor
 from .prompts import Lang, task_prompt
 from .text.tokenizer import IMAGE_TOKEN
 
+# Checkpoints shipped inside the package, loadable by name with no path.
+EMBEDDED_MODELS = {"tiny-shapes": Path(__file__).resolve().parent / "assets" / "models" / "tiny-shapes"}
+
 History = Sequence[Union[tuple[str, str], dict[str, str]]]
 DEFAULT_GENERATION = {"max_new_tokens": 256, "do_sample": False}
 
@@ -64,8 +67,15 @@ class SphinxVi:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> "SphinxVi":
-        """Load a directory written by `save_pretrained` (model safetensors + tokenizer + processor)."""
+        """Load a directory written by `save_pretrained`, or an embedded model by name (`tiny-shapes`)."""
         directory = Path(path).expanduser()
+        if not directory.exists() and str(path) in EMBEDDED_MODELS:
+            directory = EMBEDDED_MODELS[str(path)]
+            if not (directory / "config.json").exists():
+                raise FileNotFoundError(
+                    f"the embedded model {path!r} is not built in this checkout; build it with "
+                    "`python -m sphinx_vi.train.learn --embed` (about an hour on a CPU)"
+                )
         if not (directory / "config.json").exists():
             raise FileNotFoundError(
                 f"{path}: not a sphinx_vi checkpoint directory (no config.json); presets: {', '.join(list_presets())}"
@@ -76,7 +86,7 @@ class SphinxVi:
     @classmethod
     def load(cls, name_or_path: str, *, seed: int = 0) -> "SphinxVi":
         """A checkpoint directory if one exists at that path, else a preset of that name."""
-        if Path(name_or_path).expanduser().exists():
+        if Path(name_or_path).expanduser().exists() or name_or_path in EMBEDDED_MODELS:
             return cls.from_pretrained(name_or_path)
         if name_or_path in list_presets():
             return cls.from_preset(name_or_path, seed=seed)
