@@ -163,5 +163,6 @@ def test_position_features_survive_save_and_load(tmp_path):
     vi = SphinxVi.from_preset("tiny-shapes", seed=0)
     vi.save_pretrained(tmp_path / "m")
     again = SphinxVi.from_pretrained(tmp_path / "m")
-    px = torch.rand(1, 5, 3, 32, 32)
+    R = vi.model.config.view_config.resolution
+    px = torch.rand(1, 5, 3, R, R)
     torch.testing.assert_close(again.model.vision(px), vi.model.vision(px))
