@@ -8,7 +8,6 @@ sequence of the same length; the ratio is the cost of the visual front end.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..api import SphinxVi
+from . import write_json
 
 
 def _median_seconds(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
@@ -77,10 +77,7 @@ def main() -> None:
     for key, label in (("processor", "processor (image → views)"), ("vision", "mixed vision encoder"), ("forward", "full forward"), ("text_only_lm", "LLM alone, same length")):
         print(f"{label:<28}{1e3 * r[key + '_s']:>12.2f}{1e3 * r[key + '_sd_s']:>10.2f}")
     print(f"full forward / LLM alone: {r['forward_vs_text_only_lm']:.2f}×")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(r, indent=2))
-        print(f"wrote {args.out}")
+    write_json(args.out, r)
 
 
 if __name__ == "__main__":

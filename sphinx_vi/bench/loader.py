@@ -8,7 +8,6 @@ training step (forward + loss + backward + AdamW) on the same batches. Both in t
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..api import SphinxVi
+from . import write_json
 from ..data import EncodedDataset, LengthGroupedBatches, SampleEncoder, collate, mix
 from ..data.formats import load_llava, load_text
 from ..data.world.generate import synthesize
@@ -97,10 +97,7 @@ def main() -> None:
     for w, v in r["loader_samples_per_s"].items():
         print(f"{'loader, ' + w + ' worker(s)':<36}{v:>12.1f}{r['loader_vs_consumption'][w]:>16.2f}")
     print(f"{'training step (' + r['preset'] + ', batch ' + str(r['batch_size']) + ')':<36}{r['train_step_samples_per_s']:>12.1f}{1.0:>16.2f}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(r, indent=2))
-        print(f"wrote {args.out}")
+    write_json(args.out, r)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -57,7 +58,7 @@ class GridFeatures(NamedTuple):
     grid: torch.Tensor  # (B, C, h, w) patch tokens as a map
 
 
-class VisionBackend(nn.Module):
+class VisionBackend(nn.Module, ABC):
     """A vision tower that takes views in [0, 1] and returns tokens; frozen unless `trainable`."""
 
     produces_grid: ClassVar[bool] = True  # False: a query backend (Q-Former) reading another encoder
@@ -98,12 +99,13 @@ class VisionBackend(nn.Module):
         """No autograd graph through a frozen tower."""
         return torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable)
 
+    @abstractmethod
     def architecture(self) -> dict[str, Any]:
         """The `arch` dict that rebuilds this tower without its weights."""
-        raise NotImplementedError
 
-    def forward(self, pixels: torch.Tensor) -> GridFeatures:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, pixels: torch.Tensor) -> GridFeatures:
+        """(B, 3, R, R) views in [0, 1] → (cls, grid) features."""
 
 
 BACKENDS: dict[str, type[VisionBackend]] = {}

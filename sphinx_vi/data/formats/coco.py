@@ -47,6 +47,20 @@ def _image_ok(coco: COCO, img_id: int, root: Path, report: LoadReport, check_ima
     return info, path
 
 
+def annotation_target(coco: COCO, ann: dict, root: Path, report: LoadReport, check_images: bool, where: str):
+    """(image path, (w, h), box xyxy) of an annotation, or None after reporting why it is unusable."""
+    ok = _image_ok(coco, ann["image_id"], root, report, check_images)
+    if ok is None:
+        return None
+    info, image = ok
+    size = (info["width"], info["height"])
+    box = _xyxy(ann["bbox"])
+    if not _inside(box, *size):
+        report.skip("box outside the image", where)
+        return None
+    return image, size, box
+
+
 def load_coco_instances(
     path: str | Path, image_root: str | Path | None = None, lang: str = "en",
     names: dict[str, str] | None = None, check_images: bool = True,
@@ -104,15 +118,10 @@ def load_coco_keypoints(
         if not kps or len(kps) != 3 * len(COCO_KEYPOINTS) or not ann.get("num_keypoints", 1):
             report.skip("no keypoints", f"ann {ann_id}")
             continue
-        ok = _image_ok(coco, ann["image_id"], root, report, check_images)
-        if ok is None:
+        target = annotation_target(coco, ann, root, report, check_images, f"ann {ann_id}")
+        if target is None:
             continue
-        info, image = ok
-        size = (info["width"], info["height"])
-        box = _xyxy(ann["bbox"])
-        if not _inside(box, *size):
-            report.skip("box outside the image", f"ann {ann_id}")
-            continue
+        image, size, box = target
         points = [
             f"<p>{name}</p> {format_point((kps[3 * i], kps[3 * i + 1]), size)}"
             for i, name in enumerate(COCO_KEYPOINTS)

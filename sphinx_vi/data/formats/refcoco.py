@@ -9,7 +9,7 @@ from pathlib import Path
 from ...grounding import format_box
 from ...prompts import detect_language, task_prompt
 from ..samples import LoadReport, LoadResult, Sample
-from .coco import _chat, _coco, _image_ok, _inside, _xyxy
+from .coco import _chat, _coco, annotation_target
 
 
 def load_refs(
@@ -37,15 +37,10 @@ def load_refs(
         if ann is None:
             report.skip("ann_id not in instances", where)
             continue
-        ok = _image_ok(coco, ann["image_id"], root, report, check_images)
-        if ok is None:
+        target = annotation_target(coco, ann, root, report, check_images, where)
+        if target is None:
             continue
-        info, image = ok
-        size = (info["width"], info["height"])
-        box = _xyxy(ann["bbox"])
-        if not _inside(box, *size):
-            report.skip("box outside the image", where)
-            continue
+        image, size, box = target
         sentences = [s.get("sent", "") for s in ref.get("sentences", []) if isinstance(s, dict)]
         sentences = [s.strip() for s in sentences if s and s.strip()]
         if not sentences:
