@@ -127,10 +127,14 @@ class SphinxVi:
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         return [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
 
-    def _prepare(self, image: ImageInput | Sequence[ImageInput], prompt: str | Sequence[str]):
+    def _prepare(self, image, prompt: str | Sequence[str] | Callable[[Image.Image], str]):
+        """Load the image(s) once and pair each with its prompt (a string, a list, or a function of the image)."""
         images = list(image) if _is_batch(image) else [image]
         loaded = [self.processor.load(im) for im in images]
-        prompts = [prompt] * len(loaded) if isinstance(prompt, str) else list(prompt)
+        if callable(prompt):
+            prompts = [prompt(im) for im in loaded]
+        else:
+            prompts = [prompt] * len(loaded) if isinstance(prompt, str) else list(prompt)
         if len(prompts) != len(loaded):
             raise ValueError(f"{len(prompts)} prompts for {len(loaded)} images")
         return loaded, prompts
@@ -152,9 +156,7 @@ class SphinxVi:
 
         `prompt` may be a function of the loaded image (to write a box in its coordinates).
         """
-        images = list(image) if _is_batch(image) else [image]
-        loaded = [self.processor.load(im) for im in images]
-        prompts = [prompt(im) if callable(prompt) else prompt for im in loaded]
+        loaded, prompts = self._prepare(image, prompt)
         answers = self._generate(loaded, prompts, None, **generate_kwargs)
         results = []
         for text, im in zip(answers, loaded):
