@@ -1,0 +1,135 @@
+"""Boxes → masks: Segment Anything when its checkpoint is on disk, OpenCV GrabCut otherwise."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+Box = Sequence[float]
+
+
+class Segmenter(Protocol):
+    backend: str
+
+    def segment(self, image: Image.Image, boxes: Sequence[Box]) -> np.ndarray:
+        """(N, H, W) bool masks, one per box; (0, H, W) for no boxes."""
+
+
+def _empty(image: Image.Image) -> np.ndarray:
+    return np.zeros((0, image.height, image.width), dtype=bool)
+
+
+class GrabCutSegmenter:
+    """Classical stand-in: GrabCut seeded by each box (OpenCV); a box too small for it becomes its own mask."""
+
+    backend = "opencv-grabcut"
+
+    def __init__(self, iterations: int = 3) -> None:
+        self.iterations = iterations
+
+    def segment(self, image: Image.Image, boxes: Sequence[Box]) -> np.ndarray:
+        if not len(boxes):
+            return _empty(image)
+        bgr = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+        h, w = bgr.shape[:2]
+        out = np.zeros((len(boxes), h, w), dtype=bool)
+        for i, box in enumerate(boxes):
+            x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+            x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+            if x2 - x1 < 4 or y2 - y1 < 4 or (x2 - x1) * (y2 - y1) >= 0.95 * w * h:
+                out[i, y1:y2, x1:x2] = True  # GrabCut needs background around the box
+                continue
+            mask = np.zeros((h, w), np.uint8)
+            bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.grabCut(bgr, mask, (x1, y1, x2 - x1, y2 - y1), bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT)
+            fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+            out[i] = fg if fg.any() else False
+            if not fg.any():
+                out[i, y1:y2, x1:x2] = True
+        return out
+
+
+def _build_tiny_sam(checkpoint: str | None = None):
+    """A Segment Anything model of a few hundred KB built from the library's own classes.
+
+    Registered beside vit_h/vit_l/vit_b so that tests load it through the same path as real weights.
+    """
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    dim, size = 32, 256
+    sam = Sam(
+        image_encoder=ImageEncoderViT(img_size=size, patch_size=16, embed_dim=dim, depth=1, num_heads=2, out_chans=dim,
+                                      norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=0),
+        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(size // 16, size // 16), input_image_size=(size, size), mask_in_chans=4),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
+                                 transformer_dim=dim, iou_head_depth=1, iou_head_hidden_dim=16),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    sam.eval()
+    if checkpoint is not None:
+        sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return sam
+
+
+def sam_builders() -> dict:
+    from segment_anything import sam_model_registry
+
+    return {**sam_model_registry, "sphinx_vi_tiny": _build_tiny_sam}
+
+
+class SamSegmenter:
+    """Segment Anything with box prompts: the image is embedded once, all boxes go in one batched call."""
+
+    backend = "segment-anything"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from segment_anything import SamPredictor
+
+        self.predictor = SamPredictor(model)
+        self._embedded: str | None = None
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, model_type: str = "vit_h", device: str | None = None) -> "SamSegmenter":
+        path = Path(checkpoint).expanduser()
+        builders = sam_builders()
+        if model_type not in builders:
+            raise ValueError(f"unknown SAM type {model_type!r}; choose from {', '.join(builders)}")
+        if not path.is_file():
+            raise FileNotFoundError(f"SAM checkpoint {path} not found (download sam_vit_h_4b8939.pth or similar once, then pass its path)")
+        try:
+            model = builders[model_type](checkpoint=str(path))
+        except RuntimeError as err:
+            raise ValueError(f"{path} does not match SAM type {model_type!r} ({str(err)[:200]})") from None
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(model.to(device))
+
+    def _embed(self, image: Image.Image) -> None:
+        arr = np.asarray(image.convert("RGB"))
+        key = hashlib.sha1(arr.tobytes()).hexdigest() + str(arr.shape)
+        if key != self._embedded:  # one embedding per image, reused across calls
+            self.predictor.set_image(arr)
+            self._embedded = key
+
+    @torch.inference_mode()
+    def segment(self, image: Image.Image, boxes: Sequence[Box]) -> np.ndarray:
+        if not len(boxes):
+            return _empty(image)
+        self._embed(image)
+        device = self.predictor.device
+        t = torch.tensor([list(map(float, b)) for b in boxes], dtype=torch.float32, device=device)
+        t = self.predictor.transform.apply_boxes_torch(t, (image.height, image.width))
+        masks, _, _ = self.predictor.predict_torch(point_coords=None, point_labels=None, boxes=t, multimask_output=False)
+        return masks[:, 0].cpu().numpy().astype(bool)  # (N, H, W)
+
+
+def load_segmenter(checkpoint: str | Path | None, model_type: str = "vit_h") -> Segmenter:
+    """SAM from a local checkpoint when one is named (it must exist), else the GrabCut stand-in."""
+    return SamSegmenter.load(checkpoint, model_type) if checkpoint else GrabCutSegmenter()

@@ -1,0 +1,149 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from sphinx_vi.tools import (
+    DiffusersInpainter,
+    EditSettings,
+    GrabCutSegmenter,
+    SamSegmenter,
+    TeleaInpainter,
+    load_inpainter,
+    load_segmenter,
+    run_chain,
+    union_mask,
+)
+from sphinx_vi.tools.inpaint import fit_to_multiple_of_8
+from sphinx_vi.tools.masks import _build_tiny_sam
+
+PHOTO = Image.fromarray(skdata.coffee())  # 600×400 real photo shipped with scikit-image
+CUP = (170, 40, 460, 300)  # the coffee cup
+
+
+@pytest.fixture(scope="module")
+def sam_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
+    torch.save(_build_tiny_sam().state_dict(), path)  # the format SAM's own checkpoints use
+    return path
+
+
+def test_sam_loads_like_real_weights_embeds_once_and_batches_boxes(sam_checkpoint, monkeypatch):
+    seg = load_segmenter(sam_checkpoint, "sphinx_vi_tiny")
+    assert isinstance(seg, SamSegmenter) and seg.backend == "segment-anything"
+    calls = []
+    original = seg.predictor.set_image
+    monkeypatch.setattr(seg.predictor, "set_image", lambda *a, **k: calls.append(1) or original(*a, **k))
+    masks = seg.segment(PHOTO, [CUP, (0, 0, 100, 100)])
+    assert masks.shape == (2, PHOTO.height, PHOTO.width) and masks.dtype == bool
+    assert seg.segment(PHOTO, [CUP]).shape == (1, PHOTO.height, PHOTO.width)
+    assert len(calls) == 1  # the same image is embedded once
+    assert seg.segment(PHOTO, []).shape == (0, PHOTO.height, PHOTO.width)
+
+
+def test_sam_errors_are_clear(sam_checkpoint, tmp_path):
+    with pytest.raises(FileNotFoundError, match="SAM checkpoint"):
+        load_segmenter(tmp_path / "nope.pth")
+    with pytest.raises(ValueError, match="does not match SAM type 'vit_b'"):
+        SamSegmenter.load(sam_checkpoint, "vit_b")
+    with pytest.raises(ValueError, match="unknown SAM type"):
+        SamSegmenter.load(sam_checkpoint, "vit_x")
+
+
+def test_grabcut_fallback_on_a_real_photo():
+    seg = load_segmenter(None)
+    assert isinstance(seg, GrabCutSegmenter)
+    (mask,) = seg.segment(PHOTO, [CUP])
+    ys, xs = np.nonzero(mask)
+    assert mask.sum() > 0.2 * (CUP[2] - CUP[0]) * (CUP[3] - CUP[1])
+    assert xs.min() >= CUP[0] - 1 and xs.max() <= CUP[2] + 1 and ys.min() >= CUP[1] - 1 and ys.max() <= CUP[3] + 1
+    assert seg.segment(PHOTO, []).shape == (0, 400, 600)
+
+
+def test_mask_union_dilation_and_sizes():
+    masks = np.zeros((2, 20, 30), bool)
+    masks[0, 5:8, 5:8] = True
+    masks[1, 15, 25] = True
+    m = np.asarray(union_mask(masks, (30, 20), dilation=2))
+    assert m[5, 5] == 255 and m[3, 5] == 255 and m[0, 0] == 0 and m[15, 25] == 255
+    assert fit_to_multiple_of_8((600, 400), 512) == (512, 344)
+    assert fit_to_multiple_of_8((100, 30), 512) == (96, 32)
+
+
+def test_telea_removes_inside_the_mask_and_keeps_the_rest():
+    mask = union_mask(GrabCutSegmenter().segment(PHOTO, [CUP]), PHOTO.size, dilation=4)
+    out = TeleaInpainter().inpaint(PHOTO, mask, None, EditSettings(blur=0))
+    a, b, m = np.asarray(PHOTO), np.asarray(out), np.asarray(mask) > 0
+    assert out.size == PHOTO.size
+    assert np.array_equal(a[~m], b[~m])
+    assert np.abs(a[m].astype(int) - b[m].astype(int)).mean() > 5
+
+
+def _tiny_inpaint_pipeline(directory):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in letters:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    tok_dir = directory / "tok_src"
+    tok_dir.mkdir(parents=True)
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=16)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=9, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 8), latent_channels=4, norm_num_groups=4)
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                          scheduler=DDIMScheduler(clip_sample=False), safety_checker=None,
+                                          feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(directory / "sd")
+    return directory / "sd"
+
+
+@pytest.fixture(scope="module")
+def inpaint_dir(tmp_path_factory):
+    return _tiny_inpaint_pipeline(tmp_path_factory.mktemp("diffusers"))
+
+
+def test_diffusers_inpainting_from_a_local_directory(inpaint_dir):
+    inp = load_inpainter(inpaint_dir)
+    assert isinstance(inp, DiffusersInpainter) and inp.backend == "diffusers"
+    assert inp.pipe.unet.dtype == torch.float32  # fp32 on the CPU
+    image = PHOTO.resize((150, 100))
+    mask = Image.new("L", image.size, 0)
+    mask.paste(255, (40, 20, 100, 80))
+    settings = EditSettings(steps=2, blur=0, max_side=64, seed=3)
+    out = inp.inpaint(image, mask, "a red apple", settings)
+    again = inp.inpaint(image, mask, "a red apple", settings)
+    assert out.size == image.size  # aspect-preserving resize to multiples of 8, then pasted back
+    a, b, m = np.asarray(image), np.asarray(out), np.asarray(mask) > 0
+    assert np.array_equal(a[~m], b[~m]) and not np.array_equal(a[m], b[m])
+    assert np.array_equal(np.asarray(again), b)  # seeded
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        load_inpainter(inpaint_dir.parent)
+
+
+def test_chain_detect_segment_edit_with_fallbacks(tiny, monkeypatch):
+    photo = PHOTO.resize((300, 200))
+    monkeypatch.setattr(tiny, "_generate", lambda images, prompts, history, **g: ["<p>cốc</p> [0.28,0.27,0.77,0.67]"] * len(images))
+    r = run_chain(tiny, photo, "cốc", GrabCutSegmenter(), TeleaInpainter(), edit="remove")
+    assert [d.label for d in r.detections] == ["cốc"] and r.masks.shape == (1, 200, 300)
+    assert r.backends == {"detect": "sphinx_vi", "segment": "opencv-grabcut", "inpaint": "opencv-telea"}
+    assert r.edited.size == (300, 200) and set(r.timings_s) == {"detect", "segment", "inpaint"}
+    r = run_chain(tiny, photo, "cốc", GrabCutSegmenter(), TeleaInpainter(), edit="replace", replace_prompt="a flower")
+    assert any("cannot follow a prompt" in w for w in r.warnings)
+    monkeypatch.setattr(tiny, "_generate", lambda images, prompts, history, **g: ["Không thấy."] * len(images))
+    r = run_chain(tiny, photo, "cốc", GrabCutSegmenter(), TeleaInpainter(), edit="remove")
+    assert r.detections == [] and r.masks.shape == (0, 200, 300) and np.array_equal(np.asarray(r.edited), np.asarray(photo))
