@@ -185,7 +185,7 @@ def fit(
         losses = {s.name: float(accelerator.reduce(torch.tensor(loss_sums[s.name], device=accelerator.device), "sum")) / totals[s.name] for s in streams}
         done = step + 1
         bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
         if done % cfg.log_every == 0 or done == cfg.max_steps or done == 1:
             row = {"step": done, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - t0, 2),
                    "samples_per_s": round(seen * world / max(1e-9, time.perf_counter() - t0), 2), "dropped": dropped}

@@ -1,0 +1,1 @@
+"""The sphinx_vi studio: detect → segment → edit in the browser."""

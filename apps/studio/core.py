@@ -1,0 +1,140 @@
+"""What the studio does, without Gradio: models loaded once, each action a plain method."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sphinx_vi import SphinxVi
+from sphinx_vi.draw import PALETTE, draw_detections
+from sphinx_vi.grounding import Detection
+from sphinx_vi.images import ImageError, load_image
+from sphinx_vi.prompts import task_prompt
+from sphinx_vi.tools import EditSettings, load_inpainter, load_segmenter, union_mask
+
+from .texts import TEXTS
+
+MAX_PIXELS = 4_000_000  # larger uploads are downscaled (with a notice) before the model sees them
+REFUSE_PIXELS = 200_000_000  # beyond this an upload is refused outright
+
+
+class StudioInputError(ValueError):
+    """Bad user input: shown in the UI, never a crash."""
+
+
+@dataclass
+class DetectOutput:
+    annotated: Image.Image
+    table: list[list]
+    answer: str
+    notices: list[str]
+    detections: list[Detection]
+    image: Image.Image
+
+
+class Studio:
+    def __init__(self, model: str = "tiny-shapes", sam: str | None = None, sam_type: str = "vit_h",
+                 inpaint: str | None = None, ui_lang: str = "vi") -> None:
+        self.t = TEXTS[ui_lang]
+        self.model_name = model
+        self.vi = SphinxVi.load(model)
+        self.segmenter = load_segmenter(sam, sam_type)
+        self.inpainter = load_inpainter(inpaint)
+        self._cache: OrderedDict[tuple[str, str], tuple[str, list[Detection], list[str]]] = OrderedDict()
+
+    # --- inputs -------------------------------------------------------------------------------
+    def load(self, image) -> tuple[Image.Image, list[str]]:
+        if image is None or (isinstance(image, str) and not image):
+            raise StudioInputError(self.t["no_image"])
+        try:
+            img = load_image(image, max_pixels=REFUSE_PIXELS)
+        except ImageError as err:
+            raise StudioInputError(str(err)) from None
+        notices = []
+        if img.width * img.height > MAX_PIXELS:
+            scale = (MAX_PIXELS / (img.width * img.height)) ** 0.5
+            w, h = img.size
+            img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.LANCZOS)
+            notices.append(self.t["downscaled"].format(w=w, h=h, nw=img.width, nh=img.height))
+        return img, notices
+
+    def backends(self) -> str:
+        seg = self.segmenter.backend + ("" if self.segmenter.backend == "segment-anything" else f" ({self.t['fallback_seg']})")
+        inp = self.inpainter.backend + ("" if self.inpainter.backend == "diffusers" else f" ({self.t['fallback_inp']})")
+        return f"**{self.t['backends']}:** model `{self.model_name}` · segment `{seg}` · inpaint `{inp}`"
+
+    # --- actions ------------------------------------------------------------------------------
+    def _detect(self, img: Image.Image, query: str) -> tuple[str, list[Detection], list[str]]:
+        key = (hashlib.sha1(img.tobytes()).hexdigest(), query)
+        if key not in self._cache:
+            answer = self.vi.ask(img, task_prompt("detect", "auto", category=query))
+            self._cache[key] = (answer.text, answer.detections, answer.warnings)
+            while len(self._cache) > 32:
+                self._cache.popitem(last=False)
+        return self._cache[key]
+
+    def detect(self, image, query: str) -> DetectOutput:
+        img, notices = self.load(image)
+        query = (query or "").strip()
+        if not query:
+            raise StudioInputError(self.t["no_query"])
+        text, dets, warnings = self._detect(img, query)
+        if warnings:
+            notices.append(self.t["unreadable"].format(w="; ".join(warnings[:3])))
+        if not dets:
+            notices.append(self.t["none_found"])
+        table = [[d.label, *(round(v, 1) for v in d.box)] if d.box else [d.label, None, None, None, None] for d in dets]
+        return DetectOutput(draw_detections(img, dets), table, text, notices, dets, img)
+
+    def segment(self, image, query: str) -> tuple[Image.Image, DetectOutput, np.ndarray]:
+        out = self.detect(image, query)
+        boxed = [d for d in out.detections if d.box is not None]
+        masks = self.segmenter.segment(out.image, [d.box for d in boxed])
+        return overlay(out.image, masks, boxed), out, masks
+
+    def inpaint(self, image, query: str, mode: str = "remove", prompt: str = "", settings: EditSettings | None = None):
+        settings = settings or EditSettings()
+        _, out, masks = self.segment(image, query)
+        if not len(masks):
+            return out.image, out.notices
+        if mode == "replace" and not (prompt or "").strip():
+            raise StudioInputError(self.t["prompt"])
+        mask = union_mask(masks, out.image.size, settings.dilation)
+        edited = self.inpainter.inpaint(out.image, mask, prompt.strip() if mode == "replace" else None, settings)
+        return edited, out.notices
+
+    def chat(self, image, message: str, history: list[tuple[str, str]]) -> str:
+        img, _ = self.load(image)
+        if not (message or "").strip():
+            raise StudioInputError(self.t["message"])
+        return self.vi.chat(img, message.strip(), history=history or None, max_new_tokens=128)
+
+
+def overlay(image: Image.Image, masks: np.ndarray, detections: list[Detection]) -> Image.Image:
+    """Masks tinted in each detection's colour over the image, boxes and labels on top."""
+    base = np.asarray(image.convert("RGB")).astype(np.float32)
+    for i, m in enumerate(masks):
+        colour = np.array(PALETTE[i % len(PALETTE)], np.float32)
+        base[m] = 0.45 * base[m] + 0.55 * colour
+    return draw_detections(Image.fromarray(base.astype(np.uint8)), detections)
+
+
+def example_images(folder: Path) -> list[Path]:
+    """Synthetic-world images shipped with the package and real photos from scikit-image."""
+    from importlib import resources
+
+    from skimage import data as skdata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = sorted(Path(str(resources.files("sphinx_vi.assets").joinpath("examples"))).glob("*.png"))
+    for name in ("coffee", "chelsea", "astronaut"):
+        path = folder / f"{name}.png"
+        if not path.exists():
+            Image.fromarray(getattr(skdata, name)()).save(path)
+        out.append(path)
+    return out

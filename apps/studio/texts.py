@@ -1,0 +1,32 @@
+"""UI strings: Vietnamese first, English available (`--ui-lang en`)."""
+
+TEXTS = {
+    "vi": {
+        "title": "sphinx_vi studio — phát hiện · phân đoạn · chỉnh sửa",
+        "image": "Ảnh", "query": "Đối tượng cần tìm (tiếng Việt hoặc tiếng Anh)", "detect": "Phát hiện",
+        "segment": "Phân đoạn", "edit": "Chỉnh sửa", "annotated": "Kết quả", "table": "Các đối tượng",
+        "raw": "Câu trả lời của mô hình", "mode": "Kiểu chỉnh sửa", "remove": "xoá", "replace": "thay thế",
+        "prompt": "Thay bằng (mô tả)", "dilation": "Nới rộng mặt nạ (px)", "blur": "Làm mềm mép (px)",
+        "strength": "Cường độ", "guidance": "Guidance", "steps": "Số bước", "seed": "Seed", "edited": "Ảnh đã sửa",
+        "download": "Tải xuống", "chat": "Trò chuyện", "message": "Câu hỏi", "send": "Gửi", "clear": "Xoá hội thoại",
+        "detect_tab": "Phát hiện & chỉnh sửa", "backends": "Đang dùng", "examples": "Ví dụ",
+        "no_image": "Hãy tải lên một ảnh.", "no_query": "Hãy nhập đối tượng cần tìm.",
+        "none_found": "Không tìm thấy đối tượng nào.", "downscaled": "Ảnh quá lớn ({w}×{h}) nên đã được thu nhỏ còn {nw}×{nh}.",
+        "fallback_seg": "không có SAM: dùng GrabCut", "fallback_inp": "không có Stable Diffusion: dùng OpenCV Telea",
+        "unreadable": "Câu trả lời có phần không đọc được: {w}",
+    },
+    "en": {
+        "title": "sphinx_vi studio — detect · segment · edit",
+        "image": "Image", "query": "What to find (Vietnamese or English)", "detect": "Detect",
+        "segment": "Segment", "edit": "Edit", "annotated": "Result", "table": "Detections",
+        "raw": "Model answer", "mode": "Edit mode", "remove": "remove", "replace": "replace",
+        "prompt": "Replace with (description)", "dilation": "Mask dilation (px)", "blur": "Seam blur (px)",
+        "strength": "Strength", "guidance": "Guidance", "steps": "Steps", "seed": "Seed", "edited": "Edited image",
+        "download": "Download", "chat": "Chat", "message": "Question", "send": "Send", "clear": "Clear chat",
+        "detect_tab": "Detect & edit", "backends": "Backends", "examples": "Examples",
+        "no_image": "Please upload an image.", "no_query": "Please type what to find.",
+        "none_found": "No objects found.", "downscaled": "The image was too large ({w}×{h}) and was downscaled to {nw}×{nh}.",
+        "fallback_seg": "no SAM checkpoint: GrabCut stands in", "fallback_inp": "no Stable Diffusion: OpenCV Telea stands in",
+        "unreadable": "Parts of the answer could not be read: {w}",
+    },
+}

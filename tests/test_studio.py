@@ -1,0 +1,101 @@
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apps.studio.core import MAX_PIXELS, Studio, StudioInputError
+
+EXAMPLE = Path("sphinx_vi/assets/examples/shapes.png")
+
+
+@pytest.fixture(scope="module")
+def studio():
+    return Studio(model="tiny", ui_lang="vi")
+
+
+def test_backends_are_announced(studio):
+    text = studio.backends()
+    assert "opencv-grabcut" in text and "không có SAM" in text and "opencv-telea" in text
+
+
+def test_core_actions_and_bad_input(studio, tmp_path, monkeypatch):
+    monkeypatch.setattr(studio.vi, "_generate", lambda images, prompts, history, **g: ["<p>hình tròn</p> [0.09,0.29,0.35,0.50]"] * len(images))
+    studio._cache.clear()
+    out = studio.detect(str(EXAMPLE), "hình tròn")
+    assert out.table[0][0] == "hình tròn" and out.annotated.size == (320, 240)
+    shown, _, masks = studio.segment(str(EXAMPLE), "hình tròn")
+    assert masks.shape == (1, 240, 320) and shown.size == (320, 240)
+    edited, _ = studio.inpaint(str(EXAMPLE), "hình tròn", "remove")
+    assert edited.size == (320, 240)
+    with pytest.raises(StudioInputError, match="Hãy tải lên"):
+        studio.detect(None, "x")
+    with pytest.raises(StudioInputError, match="Hãy nhập"):
+        studio.detect(str(EXAMPLE), "  ")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(StudioInputError, match="bad.png: not a recognised image format"):
+        studio.detect(str(bad), "x")
+    big = tmp_path / "big.png"
+    Image.new("RGB", (2600, 2000), (200, 10, 10)).save(big)
+    out = studio.detect(str(big), "x")
+    assert out.image.width * out.image.height <= MAX_PIXELS and any("thu nhỏ" in n for n in out.notices)
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.zeros((30, 40, 4), np.uint8)).save(rgba)
+    assert studio.detect(str(rgba), "x").image.mode == "RGB"
+    monkeypatch.setattr(studio.vi, "_generate", lambda images, prompts, history, **g: ["[[[ 0.1,"] * len(images))
+    studio._cache.clear()
+    out = studio.detect(str(EXAMPLE), "hình vuông")
+    assert out.detections == [] and any("Không tìm thấy" in n for n in out.notices)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "apps.studio", "--model", "tiny", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 240
+    import urllib.request
+
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except Exception:  # noqa: BLE001
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read())
+            time.sleep(1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_named_endpoints_from_gradio_client(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/detect", "/segment", "/inpaint", "/chat"} <= names
+    annotated, table, raw, notice = client.predict(handle_file(str(EXAMPLE)), "hình tròn", api_name="/detect")
+    assert Image.open(annotated).size == (320, 240) and isinstance(raw, str)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 broken")
+    _, _, _, notice = client.predict(handle_file(str(bad)), "x", api_name="/detect")
+    assert "bad.jpg" in notice  # a message, and the server keeps serving:
+    shown, _ = client.predict(handle_file(str(EXAMPLE)), "hình tròn", api_name="/segment")
+    assert Image.open(shown).size == (320, 240)
+    edited, download, _ = client.predict(handle_file(str(EXAMPLE)), "hình tròn", "xoá", "", 8, 4, 0.99, 7.5, 2, 0, api_name="/inpaint")
+    assert Image.open(edited).size == (320, 240)
+    history, cleared = client.predict(handle_file(str(EXAMPLE)), "Có gì trong ảnh?", [], api_name="/chat")
+    assert cleared == "" and history[-1]["role"] == "assistant"
