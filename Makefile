@@ -11,14 +11,15 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored: it is neither" || true
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" || true
-	$(BIN)/python -c "import sphinx_vi, torch, transformers, open_clip" 
+	$(BIN)/python -c "import sphinx_vi, torch, transformers, open_clip"
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "could not install Debian's chromium: the browser test needs it"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-# Main job: until the studio lands, ground an object on a shipped image with the tiny model.
+# Main job: the studio on the embedded tiny-shapes model, on http://127.0.0.1:7860
 run: $(STAMP)
-	$(BIN)/python -m sphinx_vi detect --model tiny --image sphinx_vi/assets/examples/shapes.png "hình tròn màu đỏ"
+	$(BIN)/python -m apps.studio --model tiny-shapes
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

@@ -99,3 +99,32 @@ def test_named_endpoints_from_gradio_client(server, tmp_path):
     assert Image.open(edited).size == (320, 240)
     history, cleared = client.predict(handle_file(str(EXAMPLE)), "Có gì trong ảnh?", [], api_name="/chat")
     assert cleared == "" and history[-1]["role"] == "assistant"
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def test_browser_uploads_an_image_clicks_detect_and_sees_the_result(server):
+    """Debian's Chromium, headless, driven by Playwright: upload → Detect → the annotated image appears."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (make test does: apt-get install chromium)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server, wait_until="networkidle")
+            page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLE.resolve()))
+            page.wait_for_selector("#preview img", timeout=60_000)
+            page.click("#detect-btn")
+            page.wait_for_selector("#annotated img", timeout=120_000)
+            src = page.locator("#annotated img").first.get_attribute("src")
+            assert src and ("/file=" in src or "gradio_api/file" in src or src.startswith("data:"))
+            page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "studio.png").stat().st_size > 10_000
