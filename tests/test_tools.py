@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -18,7 +16,7 @@ from sphinx_vi.tools import (
     union_mask,
 )
 from sphinx_vi.tools.inpaint import fit_to_multiple_of_8
-from sphinx_vi.tools.masks import _build_tiny_sam
+from sphinx_vi.tools.tiny_models import build_tiny_sam, save_tiny_inpaint_pipeline
 
 PHOTO = Image.fromarray(skdata.coffee())  # 600×400 real photo shipped with scikit-image
 CUP = (170, 40, 460, 300)  # the coffee cup
@@ -28,7 +26,7 @@ CUP = (170, 40, 460, 300)  # the coffee cup
 def sam_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
-    torch.save(_build_tiny_sam().state_dict(), path)  # the format SAM's own checkpoints use
+    torch.save(build_tiny_sam().state_dict(), path)  # the format SAM's own checkpoints use
     return path
 
 
@@ -83,38 +81,9 @@ def test_telea_removes_inside_the_mask_and_keeps_the_rest():
     assert np.abs(a[m].astype(int) - b[m].astype(int)).mean() > 5
 
 
-def _tiny_inpaint_pipeline(directory):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in letters:
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    tok_dir = directory / "tok_src"
-    tok_dir.mkdir(parents=True)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=16)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    unet = UNet2DConditionModel(sample_size=8, in_channels=9, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 8), latent_channels=4, norm_num_groups=4)
-    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                          scheduler=DDIMScheduler(clip_sample=False), safety_checker=None,
-                                          feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(directory / "sd")
-    return directory / "sd"
-
-
 @pytest.fixture(scope="module")
 def inpaint_dir(tmp_path_factory):
-    return _tiny_inpaint_pipeline(tmp_path_factory.mktemp("diffusers"))
+    return save_tiny_inpaint_pipeline(tmp_path_factory.mktemp("diffusers"))
 
 
 def test_diffusers_inpainting_from_a_local_directory(inpaint_dir):

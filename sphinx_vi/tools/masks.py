@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from functools import partial
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -56,33 +55,12 @@ class GrabCutSegmenter:
         return out
 
 
-def _build_tiny_sam(checkpoint: str | None = None):
-    """A Segment Anything model of a few hundred KB built from the library's own classes.
-
-    Registered beside vit_h/vit_l/vit_b so that tests load it through the same path as real weights.
-    """
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    dim, size = 32, 256
-    sam = Sam(
-        image_encoder=ImageEncoderViT(img_size=size, patch_size=16, embed_dim=dim, depth=1, num_heads=2, out_chans=dim,
-                                      norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=0),
-        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(size // 16, size // 16), input_image_size=(size, size), mask_in_chans=4),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-                                 transformer_dim=dim, iou_head_depth=1, iou_head_hidden_dim=16),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
-    sam.eval()
-    if checkpoint is not None:
-        sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    return sam
-
-
 def sam_builders() -> dict:
     from segment_anything import sam_model_registry
 
-    return {**sam_model_registry, "sphinx_vi_tiny": _build_tiny_sam}
+    from .tiny_models import build_tiny_sam
+
+    return {**sam_model_registry, "sphinx_vi_tiny": build_tiny_sam}
 
 
 class SamSegmenter:
