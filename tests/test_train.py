@@ -182,3 +182,10 @@ def test_two_process_ddp_matches_one_process(world, tmp_path):
     l2 = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
     assert len(l1) == len(l2) == 3
     assert l1 == pytest.approx(l2, rel=1e-4)
+
+
+def test_lora_run_saves_a_plain_merged_checkpoint(world, tmp_path):
+    final = stage2(_cfg(world, tmp_path / "lora", trainable=["projector", "llm_lora"], lora_rank=4, max_steps=2))
+    keys = load_file(str(final / "model.safetensors")).keys()
+    assert not any("lora_" in k for k in keys) and any(k.startswith("language_model.") for k in keys)
+    assert isinstance(SphinxVi.from_pretrained(final).chat(world / "images" / "000001.png", "Có gì?", max_new_tokens=2), str)

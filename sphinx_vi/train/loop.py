@@ -203,12 +203,13 @@ def fit(
     bar.close()
     final = out / "final"
     accelerator.wait_for_everyone()
+    unwrapped = merge_lora(accelerator.unwrap_model(model))
+    state = accelerator.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards (LoRA already merged in place)
     if main:
-        model = merge_lora(accelerator.unwrap_model(model))
-        model.eval()
+        unwrapped.eval()
         tmp = out / ".final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        unwrapped.save_pretrained(tmp, state_dict=state)
         processor.save_pretrained(tmp)
         write_lineage(tmp, **lineage, stage=cfg.stage, steps=cfg.max_steps, data=cfg.data)
         shutil.rmtree(final, ignore_errors=True)
