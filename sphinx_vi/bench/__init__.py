@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """(median, standard deviation) of `repeats` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), statistics.pstdev(times)
 
 
 def write_json(path: Path | None, result: dict[str, Any]) -> None:

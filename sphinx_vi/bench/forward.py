@@ -9,25 +9,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from ..api import SphinxVi
-from . import write_json
-
-
-def _median_seconds(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), statistics.pstdev(times)
+from . import median_seconds, write_json
 
 
 def run(preset: str = "tiny", repeats: int = 20, threads: int = 2, batch: int = 1) -> dict:
@@ -39,10 +26,10 @@ def run(preset: str = "tiny", repeats: int = 20, threads: int = 2, batch: int = 
     inputs = vi.processor([text] * batch, [image] * batch)
     text_ids = torch.randint(5, model.config.text_config.vocab_size, inputs["input_ids"].shape)
     with torch.inference_mode():
-        full, full_sd = _median_seconds(lambda: model(**inputs), repeats)
-        lm, lm_sd = _median_seconds(lambda: model.language_model(input_ids=text_ids), repeats)
-        vis, vis_sd = _median_seconds(lambda: model.vision(inputs["pixel_values"]), repeats)
-        prep, prep_sd = _median_seconds(lambda: vi.processor([text] * batch, [image] * batch), repeats)
+        full, full_sd = median_seconds(lambda: model(**inputs), repeats)
+        lm, lm_sd = median_seconds(lambda: model.language_model(input_ids=text_ids), repeats)
+        vis, vis_sd = median_seconds(lambda: model.vision(inputs["pixel_values"]), repeats)
+        prep, prep_sd = median_seconds(lambda: vi.processor([text] * batch, [image] * batch), repeats)
     return {
         "preset": preset,
         "batch": batch,

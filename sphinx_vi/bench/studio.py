@@ -9,9 +9,7 @@ inpainting cost far more on a CPU.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -20,17 +18,11 @@ from ..api import SphinxVi
 from ..tools import EditSettings, GrabCutSegmenter, SamSegmenter, TeleaInpainter, union_mask
 from ..tools.inpaint import DiffusersInpainter
 from ..tools.tiny_models import build_tiny_sam, save_tiny_inpaint_pipeline
-from . import write_json
+from . import median_seconds, write_json
 
 
 def _median(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, warmup=1)[0]
 
 
 def run(model: str, image: Path, query: str, repeats: int) -> dict:

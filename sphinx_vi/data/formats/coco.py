@@ -22,6 +22,12 @@ def _coco(path: Path) -> COCO:
         return COCO(str(path))
 
 
+def _open(path: str | Path, image_root: str | Path | None) -> tuple[COCO, Path, LoadReport]:
+    """The indexed file, where its images are (default: the folder above its own), and a fresh report."""
+    path = Path(path)
+    return _coco(path), (Path(image_root) if image_root is not None else path.parent.parent), LoadReport(str(path))
+
+
 def _xyxy(bbox) -> tuple[float, float, float, float]:
     x, y, w, h = bbox
     return x, y, x + w, y + h
@@ -69,10 +75,7 @@ def load_coco_instances(
 
     `names` maps category names to the words used in prompts (e.g. Vietnamese translations).
     """
-    path = Path(path)
-    coco = _coco(path)
-    root = Path(image_root) if image_root is not None else path.parent.parent
-    report = LoadReport(str(path))
+    coco, root, report = _open(path, image_root)
     samples: list[Sample] = []
     for img_id in sorted(coco.imgs):
         report.total += 1
@@ -106,10 +109,7 @@ def load_coco_keypoints(
     path: str | Path, image_root: str | Path | None = None, lang: str = "en", check_images: bool = True
 ) -> LoadResult:
     """One pose sample per annotated person: the prompt gives the box, the answer its labelled keypoints."""
-    path = Path(path)
-    coco = _coco(path)
-    root = Path(image_root) if image_root is not None else path.parent.parent
-    report = LoadReport(str(path))
+    coco, root, report = _open(path, image_root)
     samples: list[Sample] = []
     for ann_id in sorted(coco.anns):
         ann = coco.anns[ann_id]
