@@ -93,7 +93,7 @@ class DiffusersInpainter:
             raise FileNotFoundError(f"{path}: not a diffusers pipeline directory (no model_index.json)")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        pipe = AutoPipelineForInpainting.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+        pipe = AutoPipelineForInpainting.from_pretrained(str(path), dtype=dtype, local_files_only=True)
         if hasattr(pipe, "safety_checker") and getattr(pipe, "safety_checker", None) is None:
             pipe.requires_safety_checker = False
         pipe.set_progress_bar_config(disable=True)

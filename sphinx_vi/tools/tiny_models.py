@@ -60,7 +60,7 @@ def save_tiny_inpaint_pipeline(directory: Path) -> Path:
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 8), latent_channels=4, norm_num_groups=4)
     pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                          scheduler=DDIMScheduler(clip_sample=False), safety_checker=None,
+                                          scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None,
                                           feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(directory / "sd")
     return directory / "sd"
