@@ -11,6 +11,7 @@ from PIL import Image
 from apps.studio.core import MAX_PIXELS, Studio, StudioInputError
 
 EXAMPLE = Path("sphinx_vi/assets/examples/shapes.png")
+WORLD = Path("sphinx_vi/assets/examples/world_shapes_1.png")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "apps.studio", "--model", "tiny", "--port", str(port)],
+    # the main job's configuration: the embedded tiny-shapes checkpoint
+    proc = subprocess.Popen([sys.executable, "-m", "apps.studio", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 240
@@ -118,7 +120,7 @@ def test_browser_uploads_an_image_clicks_detect_and_sees_the_result(server):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server, wait_until="networkidle")
-            page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLE.resolve()))
+            page.locator("#input-image input[type=file]").set_input_files(str(WORLD.resolve()))
             page.wait_for_selector("#preview img", timeout=60_000)
             page.click("#detect-btn")
             page.wait_for_selector("#annotated img", timeout=120_000)
