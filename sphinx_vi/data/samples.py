@@ -66,7 +66,7 @@ class LoadReport:
 
     def summary(self) -> str:
         head = f"{self.source}: {self.loaded} of {self.total} rows loaded, {self.bad} skipped"
-        return head + (f"\n  " + "\n  ".join(f"{n:>6} × {r}  e.g. {', '.join(self.examples[r])}" for r, n in self.skipped.most_common()) if self.bad else "")
+        return head + ("\n  " + "\n  ".join(f"{n:>6} × {r}  e.g. {', '.join(self.examples[r])}" for r, n in self.skipped.most_common()) if self.bad else "")
 
 
 @dataclass

@@ -81,8 +81,6 @@ def _xywh(b: Box) -> list[float]:
 
 def coco_box_ap(preds: list[list[Box]], gts: list[list[Box]], categories: list[str], sizes: list[tuple[int, int]]) -> dict[str, float]:
     """COCO AP and AP50 through pycocotools; predictions are scored by their order in the answer."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     cats = sorted(set(categories))
     cat_id = {c: i + 1 for i, c in enumerate(cats)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +152,3 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"{label:<22}{report[key]:>10.3f}{b}")
     return "\n".join(lines)
 
-
-def finite(report: dict[str, Any]) -> bool:
-    return all(math.isfinite(v) for v in report.values() if isinstance(v, float))

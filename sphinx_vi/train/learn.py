@@ -26,7 +26,6 @@ from ..data.world.generate import synthesize
 from ..eval.runner import evaluate, format_report
 from .config import load_config
 from .merge import merge
-from .metrics import read_metrics
 from .recipes import stage1, stage2
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ from ...grounding.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from ...text.tokenizer import IMAGE_TOKEN
 from . import tasks as T
 from .glyphs import draw_chart, draw_words
-from .language import KINDS, LANGS, PERSON
+from .language import KINDS, LANGS
 from .people import draw_people, sample_people
 from .shapes import WorldConfig, background, draw_shapes, sample_shapes
 from .textonly import instruction, paragraph

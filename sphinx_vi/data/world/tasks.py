@@ -14,7 +14,6 @@ from .language import (
     RELATIONS,
     Kind,
     capitalise,
-    count_phrase,
     indefinite,
     join_list,
     noun_phrase,
