@@ -50,3 +50,14 @@ def test_vqa_accuracy_and_majority_baseline():
 def test_report_table():
     table = format_report({"rec_acc50": 0.7, "rec_acc50_baseline": 0.1, "text_loss": 2.5})
     assert "REC Acc@0.5" in table and "0.700" in table and "0.100" in table
+
+
+def test_feature_spread_reports_each_tower_and_the_visual_tokens(tiny):
+    from pathlib import Path
+
+    from sphinx_vi.eval.diagnose import feature_spread
+
+    images = sorted(Path("sphinx_vi/assets/examples").glob("*.png"))[:3]
+    spread = feature_spread(tiny, images)
+    assert set(spread) == {"tower.clip_convnext", "tower.clip_vit", "tower.dinov2", "tower.siglip", "visual_tokens"}
+    assert all(0 < s["ratio"] <= 1.5 for s in spread.values())  # random towers: features differ between images
