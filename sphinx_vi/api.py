@@ -16,6 +16,7 @@ from .modeling import SphinxViForConditionalGeneration
 from .presets import list_presets, preset_config_dict
 from .processing import SphinxViProcessor
 from .prompts import Lang, task_prompt
+from .session import ChatSession, image_key
 from .text.tokenizer import IMAGE_TOKEN
 
 # Checkpoints shipped inside the package, loadable by name with no path.
@@ -40,6 +41,7 @@ class SphinxVi:
     def __init__(self, model: SphinxViForConditionalGeneration, processor: SphinxViProcessor) -> None:
         self.model = model.eval()
         self.processor = processor
+        self._session: ChatSession | None = None  # the last conversation `chat` continued (its KV cache)
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -145,10 +147,31 @@ class SphinxVi:
     def chat(self, image: Sequence[ImageInput], prompt: str | Sequence[str], history: History | None = None, **gen: Any) -> list[str]: ...
 
     def chat(self, image, prompt, history=None, **generate_kwargs):
-        """Answer `prompt` about `image` (a list of images → a list of answers)."""
+        """Answer `prompt` about `image` (a list of images → a list of answers).
+
+        For one image, a call whose `history` continues the previous call's conversation (same
+        image, same turns) reuses that conversation's KV cache: the image is not encoded again
+        and only the new turn is prefilled. Beam search and batches run statelessly.
+        """
+        pairs = _as_pairs(history)
+        if not _is_batch(image) and isinstance(prompt, str) and pairs is not None and generate_kwargs.get("num_beams", 1) == 1:
+            loaded = self.processor.load(image)
+            s = self._session
+            if s is None or s.history != pairs or s.key != image_key(loaded):
+                s = ChatSession(self, loaded, pairs)
+            answer = s.send(prompt, **generate_kwargs)
+            self._session = s
+            return answer
         loaded, prompts = self._prepare(image, prompt)
         answers = self._generate(loaded, prompts, history, **generate_kwargs)
         return answers if _is_batch(image) else answers[0]
+
+    def start_chat(self, image: ImageInput, history: History | None = None) -> ChatSession:
+        """A conversation about `image` that keeps its KV cache between turns: `.send(prompt)`."""
+        pairs = _as_pairs(history)
+        if pairs is None:
+            raise ValueError("history must alternate user and assistant turns")
+        return ChatSession(self, self.processor.load(image), pairs)
 
     # --- grounding tasks ------------------------------------------------------------------------
     def ask(self, image, prompt: str | Callable[[Image.Image], str], **generate_kwargs: Any):
@@ -197,6 +220,26 @@ class GroundedAnswer:
     detections: list[Detection]
     warnings: list[str]
     image_size: tuple[int, int]
+
+
+def _as_pairs(history: History | None) -> list[tuple[str, str]] | None:
+    """History as (user, assistant) pairs, or None when it does not alternate that way."""
+    pairs: list[tuple[str, str]] = []
+    pending: str | None = None
+    for turn in history or []:
+        if not isinstance(turn, dict):
+            if pending is not None:
+                return None
+            user, assistant = turn
+            pairs.append((user, assistant))
+        elif turn.get("role") == "user" and pending is None:
+            pending = turn["content"]
+        elif turn.get("role") == "assistant" and pending is not None:
+            pairs.append((pending, turn["content"]))
+            pending = None
+        else:
+            return None
+    return pairs if pending is None else None
 
 
 def _as_list(x: Any) -> list:

@@ -14,12 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration import SphinxViConfig
 from .vision.base import allow_download_default, resolve_weights
 from .vision.mixed import MixedVisionEncoder, build_backend
+
+
+IGNORE_INDEX = -100  # label of tokens that carry no loss
 
 
 class ImageTokenMismatchError(ValueError):
@@ -155,15 +160,31 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         image_sizes: torch.Tensor | None = None,  # accepted from the processor; geometry lives in the parser
+        skip_logits: bool | None = None,
         **kwargs: Any,
     ):
-        """Causal-LM forward; returns the language model's output (loss when `labels` are given)."""
+        """Causal-LM forward; returns the language model's output (loss when `labels` are given).
+
+        With `labels` and `skip_logits` (default: while training) the vocabulary projection runs
+        only on positions that have a label and `logits` is None: the loss is the same, the
+        (B, L, vocab) logits are never built. Packed rows (several samples per row) need
+        `position_ids` restarting at 0 per sample and no `attention_mask`: the attention is then
+        block-diagonal (transformers' packed-sequence masks).
+        """
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("pass input_ids (with pixel_values for images) or inputs_embeds")
             inputs_embeds = self.embed_inputs(input_ids, pixel_values)
         elif pixel_values is not None:
             raise ValueError("pass pixel_values with input_ids, not with inputs_embeds (already merged)")
+        if attention_mask is not None and attention_mask.ndim == 2 and bool(attention_mask.all()):
+            attention_mask = None  # no padding: causal attention needs no mask (SDPA's fast path)
+        if labels is not None and (self.training if skip_logits is None else skip_logits):
+            hidden = self.language_model.get_decoder()(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
+            ).last_hidden_state  # (B, L, D)
+            loss_sum, count = self.label_loss_sum(hidden, labels)
+            return CausalLMOutputWithPast(loss=loss_sum / max(count, 1), logits=None)
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -174,6 +195,16 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+    def label_loss_sum(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(B, L, D) final hidden states, (B, L) labels → (sum of next-token cross-entropy, label count).
+
+        Only the positions followed by a label go through the vocabulary projection.
+        """
+        targets = labels[:, 1:]  # (B, L-1): position t predicts token t+1
+        keep = targets != IGNORE_INDEX
+        logits = self.get_output_embeddings()(hidden[:, :-1][keep])  # (n, vocab)
+        return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
 
     @torch.no_grad()
     def generate(
@@ -193,6 +224,11 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
             if input_ids is None:
                 raise ValueError("generate with pixel_values needs input_ids holding the <image> tokens")
             kwargs["inputs_embeds"] = self.embed_inputs(input_ids, pixel_values)
-        elif input_ids is not None and bool((input_ids == self.config.image_token_id).any()):
-            raise ImageTokenMismatchError("input_ids hold <image> tokens but no pixel_values were given")
+        elif input_ids is not None:
+            # A `past_key_values` cache (a later chat turn) may already hold the image: only the
+            # ids it does not cover are embedded, and those must not be placeholders.
+            cache = kwargs.get("past_key_values")
+            cached = cache.get_seq_length() if cache is not None else 0
+            if bool((input_ids[:, cached:] == self.config.image_token_id).any()):
+                raise ImageTokenMismatchError("input_ids hold <image> tokens but no pixel_values were given")
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

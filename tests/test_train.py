@@ -149,17 +149,17 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(world, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, monkeypatch):
-    from sphinx_vi.train import loop
+    from sphinx_vi.modeling import SphinxViForConditionalGeneration
 
     calls = {"n": 0}
-    original = loop._token_loss_sum
+    original = SphinxViForConditionalGeneration.label_loss_sum
 
-    def poisoned(logits, labels):
+    def poisoned(self, hidden, labels):
         calls["n"] += 1
-        total, n = original(logits, labels)
+        total, n = original(self, hidden, labels)
         return (total * float("nan"), n) if calls["n"] >= 3 else (total, n)
 
-    monkeypatch.setattr(loop, "_token_loss_sum", poisoned)
+    monkeypatch.setattr(SphinxViForConditionalGeneration, "label_loss_sum", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3.*Last good checkpoint: .*step-0000002"):
         stage2(_cfg(world, tmp_path / "nan", max_steps=6, save_every=1))
     names = sorted(p.name for p in (tmp_path / "nan" / "checkpoints").iterdir())

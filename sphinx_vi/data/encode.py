@@ -8,10 +8,9 @@ from typing import Any
 import torch
 
 from ..images import ImageError
+from ..modeling import IGNORE_INDEX
 from ..processing import SphinxViProcessor
 from .samples import Sample
-
-IGNORE_INDEX = -100  # labels that carry no loss (prompt, image, padding)
 
 
 class SampleTooLongError(ValueError):
@@ -110,6 +109,66 @@ def collate(batch: list[EncodedSample | None], pad_token_id: int) -> dict[str, A
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": attention_mask,
+        "pixel_values": torch.cat(pixels) if pixels else None,
+        "image_sizes": torch.cat(sizes) if sizes else None,
+        "dropped": dropped,
+    }
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: sample indices grouped into rows of at most `capacity` tokens.
+
+    Whole samples only (an image never straddles two rows); a sample longer than `capacity`
+    gets a row of its own.
+    """
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        slot = next((r for r, f in enumerate(free) if f >= lengths[i]), None)
+        if slot is None:
+            rows.append([i])
+            free.append(capacity - lengths[i])
+        else:
+            rows[slot].append(i)
+            free[slot] -= lengths[i]
+    return rows
+
+
+def collate_packed(batch: list[EncodedSample | None], pad_token_id: int, capacity: int) -> dict[str, Any]:
+    """Pack a batch into rows of up to `capacity` tokens: same samples, same loss, less padding.
+
+    Each row holds whole samples back to back; `position_ids` restart at 0 for every sample (and
+    for the padding tail), there is no `attention_mask`, so the language model attends
+    block-diagonally. The first label of every sample is dropped: it would otherwise be the
+    target of the previous sample's last token (unpacked, nothing predicts it either).
+    Images are reordered to follow their placeholders row by row.
+    """
+    items = [b for b in batch if b is not None]
+    dropped = len(batch) - len(items)
+    if not items:
+        return {"input_ids": None, "dropped": dropped}
+    rows = pack_rows([len(b) for b in items], capacity)
+    L = max(sum(len(items[i]) for i in row) for row in rows)
+    input_ids = torch.full((len(rows), L), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), L), dtype=torch.long)
+    pixels, sizes = [], []
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            b, n = items[i], len(items[i])
+            input_ids[r, at : at + n] = b.input_ids
+            labels[r, at + 1 : at + n] = b.labels[1:]
+            position_ids[r, at : at + n] = torch.arange(n)
+            if b.pixel_values is not None:
+                pixels.append(b.pixel_values)
+                sizes.append(b.image_sizes)
+            at += n
+        position_ids[r, at:] = torch.arange(L - at)  # padding: a separate "sample" of its own
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids,
         "pixel_values": torch.cat(pixels) if pixels else None,
         "image_sizes": torch.cat(sizes) if sizes else None,
         "dropped": dropped,

@@ -48,6 +48,8 @@ class TrainConfig:
     max_length: int = _f(512, "samples longer than this (tokens, visual ones included) are skipped and counted")
     max_bad_fraction: float = _f(0.05, "stop with an error when more than this fraction of a source's rows are bad")
     num_workers: int = _f(0, "DataLoader worker processes")
+    packing: bool = _f(False, "pack each batch's samples into rows of up to max_length tokens (block-diagonal "
+                       "attention, positions restarting per sample): same samples and loss, less padding")
     # --- optimisation ---
     max_steps: int = _f(1000, "optimizer steps")
     batch_size: int = _f(16, "samples per device per micro-step")

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data import IGNORE_INDEX, EncodedDataset, LengthGroupedBatches, collate
+from ..data import IGNORE_INDEX, EncodedDataset, LengthGroupedBatches, collate, collate_packed
 from ..modeling import SphinxViForConditionalGeneration
 from ..processing import SphinxViProcessor
 from .config import TrainConfig, save_config
@@ -78,14 +77,6 @@ def _precision(cfg: TrainConfig) -> str:
 
 def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / "checkpoints").glob("step-*[0-9]"))
-
-
-def _token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over label tokens, and their count."""
-    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (B·(L-1), V)
-    shift_labels = labels[:, 1:].reshape(-1)  # (B·(L-1),)
-    loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, int((shift_labels != IGNORE_INDEX).sum())
 
 
 def fit(
@@ -142,8 +133,9 @@ def fit(
     loaders = {}
     for s in streams:
         batches = _GlobalBatches(s.lengths, s.batch_size * world, rank, world, cfg.seed, start * cfg.grad_accum)
+        collate_fn = partial(collate_packed, capacity=cfg.max_length) if cfg.packing else collate
         loaders[s.name] = iter(DataLoader(s.dataset, batch_sampler=batches, num_workers=cfg.num_workers,
-                                          collate_fn=partial(collate, pad_token_id=pad)))
+                                          collate_fn=partial(collate_fn, pad_token_id=pad)))
     model.train()
     t0, seen, dropped = time.perf_counter(), 0, 0
     interactive = sys.stderr.isatty()
@@ -166,8 +158,9 @@ def fit(
                 labels = batch["labels"].to(accelerator.device)
                 last = a == cfg.grad_accum - 1 and si == len(streams) - 1
                 with accelerator.autocast(), (accelerator.no_sync(model) if not last else _null()):
-                    logits = model(**inputs).logits
-                    total, _ = _token_loss_sum(logits, labels)
+                    # the model projects only labelled positions onto the vocabulary (skip_logits)
+                    mean = model(**inputs, labels=labels, skip_logits=True).loss
+                    total = mean * int((labels[:, 1:] != IGNORE_INDEX).sum())
                     if not torch.isfinite(total):
                         raise NonFiniteLossError(
                             f"[{cfg.stage}] {s.name} loss is {total.item()} at step {step + 1}; stopped without saving. "

@@ -34,6 +34,8 @@ class EncoderSpec:
     trainable: bool = False  # towers are frozen by default (SPHINX)
     source: str | None = None  # qformer only: the encoder whose tokens it cross-attends to
     num_queries: int = 32  # qformer only: learned queries (32 in SPHINX / BLIP-2)
+    feature_layer: int | None = None  # ViT towers: None = last layer after the final norm (SPHINX);
+    # an index into the hidden states (LLaVA-1.5 uses -2, the penultimate layer, un-normed)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.backend

@@ -53,6 +53,8 @@ class ClipConvNeXt(VisionBackend):
     """Feature map of stem+stages (B, C, h, w); its mean is the "cls" token, as in SPHINX."""
 
     def __init__(self, spec: EncoderSpec, trunk: torch.nn.Module) -> None:
+        if spec.feature_layer is not None:
+            raise ValueError(f"encoder {spec.name!r}: feature_layer applies to ViT towers, not clip_convnext")
         model_name = spec.arch["open_clip_model"]
         super().__init__(spec, width=trunk.num_features, input_size=spec.image_size or _open_clip_image_size(model_name))
         self.trunk = trunk

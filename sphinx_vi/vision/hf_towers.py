@@ -47,7 +47,9 @@ class HFVisionTower(VisionBackend):
         return self.model.config.to_diff_dict()
 
     def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) normalised → (B, N, C) tokens after the final norm."""
+        """(B, 3, S, S) normalised → (B, N, C) tokens after the final norm (or of `spec.feature_layer`)."""
+        if self.spec.feature_layer is not None:
+            return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[self.spec.feature_layer]
         return self.model(pixel_values=pixels).last_hidden_state
 
     def forward(self, pixels: torch.Tensor) -> GridFeatures:
@@ -69,6 +71,8 @@ class ClipViT(HFVisionTower):
 
     def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         # CLIPVisionModel norms only the pooled token; SPHINX applies ln_post to all of them.
+        if self.spec.feature_layer is not None:
+            return super().tokens(pixels)
         return self.model.post_layernorm(self.model(pixel_values=pixels).last_hidden_state)
 
 

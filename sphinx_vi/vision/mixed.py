@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,9 @@ class VisionConfig:
     resolution: int = 224  # R (see ViewConfig)
     position_features: int = 0  # F > 0: add a learned map of 2-D Fourier features of each grid token's
     # absolute position on the padded square (same frame as text coordinates); 0 = off (SPHINX)
+    projector: Literal["linear_ln", "mlp2x_gelu"] = "linear_ln"  # SPHINX's Linear+LayerNorm, or LLaVA-1.5's MLP
+    cls_token: bool = True  # a global (cls) token per view before the grid (LLaVA drops it)
+    image_markers: bool = True  # learned begin/end-of-view embeddings around each view (LLaVA has none)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VisionConfig":
@@ -45,9 +48,10 @@ class VisionConfig:
 
     @property
     def tokens_per_view(self) -> int:
-        """[begin] + Q-Former queries + cls + G² grid tokens (G²/4 merged) + [end]."""
+        """[begin] + Q-Former queries + [cls] + G² grid tokens (G²/4 merged) + [end]."""
         queries = self.qformer_spec.num_queries if self.qformer_spec is not None else 0
-        return 2 + queries + 1 + self.grid_size**2 // (4 if self.merge_2x2 else 1)
+        grid = self.grid_size**2 // (4 if self.merge_2x2 else 1)
+        return 2 * self.image_markers + queries + self.cls_token + grid
 
     @property
     def tokens_per_image(self) -> int:
@@ -61,7 +65,19 @@ class VisionConfig:
             "views_grid": self.views_grid,
             "resolution": self.resolution,
             "position_features": self.position_features,
+            "projector": self.projector,
+            "cls_token": self.cls_token,
+            "image_markers": self.image_markers,
         }
+
+
+def _projector(kind: str, in_width: int, out_width: int) -> nn.Sequential:
+    """Visual features → LLM width: `linear_ln` (SPHINX) or `mlp2x_gelu` (LLaVA-1.5, same layer names as its 0/2)."""
+    if kind == "linear_ln":
+        return nn.Sequential(nn.Linear(in_width, out_width), nn.LayerNorm(out_width))
+    if kind == "mlp2x_gelu":
+        return nn.Sequential(nn.Linear(in_width, out_width), nn.GELU(), nn.Linear(out_width, out_width))
+    raise ValueError(f"unknown projector {kind!r}; choose linear_ln or mlp2x_gelu")
 
 
 def build_backend(spec: EncoderSpec, *, load_weights: bool = False, allow_download: bool = False) -> VisionBackend:
@@ -95,7 +111,7 @@ class MixedVisionEncoder(nn.Module):
             raise ValueError(f"encoder names must be unique, got {names}")
         self.encoders = nn.ModuleDict({b.spec.name: b for b in grid_backends})
         in_width = sum(b.width for b in grid_backends) * (4 if self.merge_2x2 else 1)
-        self.projector = nn.Sequential(nn.Linear(in_width, llm_width), nn.LayerNorm(llm_width))
+        self.projector = _projector(config.projector, in_width, llm_width)
         self.qformer: QFormer | None = query_backends[0] if query_backends else None  # type: ignore[assignment]
         if self.qformer is not None:
             source = self.qformer.spec.source
@@ -196,12 +212,14 @@ class MixedVisionEncoder(nn.Module):
             pos = pos.repeat(N, 1, 1)  # (N·V, g², D), views in image-major order like `views`
             grid_tokens = torch.cat([grid_tokens[:, :1], grid_tokens[:, 1:] + pos], dim=1)  # cls has no position
         parts = [grid_tokens]
+        if not self.config.cls_token:
+            parts = [grid_tokens[:, 1:]]  # (N·V, g², D)
         if self.qformer is not None:
             queries = self.qformer(per_encoder[self.qformer.spec.source])  # (N·V, Q, H)
             parts.insert(0, self.qformer_projector(queries))  # queries come first in each view
-        B, D = views.shape[0], parts[0].shape[-1]
-        begin = self.image_begin.view(1, 1, D).expand(B, 1, D)
-        end = self.image_end.view(1, 1, D).expand(B, 1, D)
-        per_view = torch.cat([begin, *parts, end], dim=1)  # (N·V, T, D)
-        return per_view.reshape(N, V * per_view.shape[1], D)  # (N, V·T, D)
+        if self.config.image_markers:
+            B, D = views.shape[0], parts[0].shape[-1]
+            parts = [self.image_begin.view(1, 1, D).expand(B, 1, D), *parts, self.image_end.view(1, 1, D).expand(B, 1, D)]
+        per_view = torch.cat(parts, dim=1)  # (N·V, T, D)
+        return per_view.reshape(N, V * per_view.shape[1], per_view.shape[-1])  # (N, V·T, D)
 

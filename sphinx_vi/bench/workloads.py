@@ -1,0 +1,169 @@
+"""The benchmark cases, each as "build inputs once, then a callable per side" on the parity pair.
+
+Inputs are real: stage-2 samples of the synthetic world (every task plus text-only
+instructions), tokenised by our processor with 256 visual tokens per image, so lengths follow
+the stage-2 length mix. Each case also has a `check_*` that proves both sides do the same work
+(equal losses, identical generated ids) — run before anything is timed.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import LlavaForConditionalGeneration
+
+from ..api import SphinxVi
+from ..data import EncodedSample, SampleEncoder, collate, collate_packed
+from ..data.world.generate import synthesize
+from .loader import stage2_samples
+from .parity import IMAGE_TOKEN_ID, normalise
+
+Side = str  # "ours" | "hf"
+
+
+@dataclass
+class Workload:
+    samples: list[EncodedSample]  # stage-2 samples, encoded for the pair (256 visual tokens per image)
+    prompts: list[tuple[torch.Tensor, torch.Tensor]]  # (prompt ids (L,), views (1, 1, 3, R, R)) with a generation prompt
+    images: list[Any]  # the images behind `prompts` (for the chat session)
+
+
+def make_workload(vi: SphinxVi, num: int = 64, seed: int = 0) -> Workload:
+    """`num` stage-2 samples and 8 single-image prompts from a freshly synthesised world."""
+    encoder = SampleEncoder(vi.processor, max_length=1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        synthesize(tmp, 60, seed=seed, progress=False)
+        samples = [encoder(s) for s in stage2_samples(Path(tmp), num, seed)]
+        from ..data.formats import load_llava
+
+        rec = load_llava(Path(tmp) / "llava" / "rec.json").samples[:8]
+        prompts, images = [], []
+        for s in rec:
+            question = s.messages[0]["content"]
+            text = vi.processor.apply_chat_template([{"role": "user", "content": question}])
+            batch = vi.processor(text, [s.images[0]])
+            prompts.append((batch["input_ids"][0], batch["pixel_values"]))
+            images.append(vi.processor.load(s.images[0]))
+    return Workload(samples, prompts, images)
+
+
+def _inputs(batch: dict[str, Any], side: Side) -> dict[str, Any]:
+    out = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k not in ("image_sizes",)}
+    if side == "hf" and out.get("pixel_values") is not None:
+        out["pixel_values"] = normalise(out["pixel_values"])
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _trainable(model: torch.nn.Module, side: Side) -> list[torch.nn.Parameter]:
+    """LLaVA stage 2 on both sides: projector + LLM learn, the vision tower is frozen."""
+    model.requires_grad_(True)
+    tower = model.model.vision_tower if side == "hf" else model.vision.encoders["clip_vit"]
+    tower.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def batches(work: Workload, batch_size: int, seed: int = 0) -> list[list[EncodedSample]]:
+    """The samples in a random order, cut into batches (what a plain padded loader does)."""
+    order = list(range(len(work.samples)))
+    random.Random(seed).shuffle(order)
+    return [[work.samples[i] for i in order[k : k + batch_size]] for k in range(0, len(order), batch_size)]
+
+
+def train_step(model: torch.nn.Module, side: Side, batch_list: list[dict[str, Any]]) -> Callable[[], float]:
+    """One optimizer step per call (forward + loss + backward + AdamW), cycling over the batches."""
+    opt = torch.optim.AdamW(_trainable(model, side), lr=1e-5)
+    model.train()
+    state = {"k": 0}
+
+    def step() -> float:
+        batch = batch_list[state["k"] % len(batch_list)]
+        state["k"] += 1
+        loss = model(**_inputs(batch, side)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
+def padded(samples: list[EncodedSample], pad: int) -> dict[str, Any]:
+    return collate(list(samples), pad)
+
+
+def packed(samples: list[EncodedSample], pad: int, capacity: int) -> dict[str, Any]:
+    return collate_packed(list(samples), pad, capacity)
+
+
+def useful_tokens(samples: list[EncodedSample]) -> int:
+    return sum(len(s) for s in samples)
+
+
+def generate_fn(model: torch.nn.Module, side: Side, ids: torch.Tensor, views: torch.Tensor, mask: torch.Tensor,
+                new_tokens: int) -> Callable[[], torch.Tensor]:
+    """Greedy generation of exactly `new_tokens` tokens (EOS and `<image>` suppressed on both sides)."""
+    pixel_values = normalise(views) if side == "hf" else views
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=1,
+              suppress_tokens=[IMAGE_TOKEN_ID], pad_token_id=0, eos_token_id=None)
+
+    @torch.inference_mode()
+    def run() -> torch.Tensor:
+        return model.generate(input_ids=ids, pixel_values=pixel_values, attention_mask=mask, **kw)
+
+    return run
+
+
+def left_padded(prompts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of prompts, left-padded: (ids (B, L), mask (B, L), views (B, 1, 3, R, R))."""
+    L = max(len(p) for p, _ in prompts)
+    ids = torch.zeros((len(prompts), L), dtype=torch.long)
+    mask = torch.zeros((len(prompts), L), dtype=torch.long)
+    for i, (p, _) in enumerate(prompts):
+        ids[i, L - len(p) :], mask[i, L - len(p) :] = p, 1
+    return ids, mask, torch.cat([v for _, v in prompts])
+
+
+TURN_1 = "Describe the image in detail."
+TURN_2 = "Now list the shapes with their boxes."
+
+
+def second_turn(vi: SphinxVi, image: Any, new_tokens: int) -> tuple[list[int], str]:
+    """Turn 1 (forced length) through a session → the ids of turn 2's prompt, and turn 1's answer."""
+    session = vi.start_chat(image)
+    answer = session.send(TURN_1, max_new_tokens=new_tokens, min_new_tokens=new_tokens, suppress_tokens=[IMAGE_TOKEN_ID])
+    return session._prompt_ids(TURN_2), answer
+
+
+def multiturn_fn(side: Side, model: torch.nn.Module, vi: SphinxVi, image: Any, views: torch.Tensor,
+                 turn2_ids: list[int], new_tokens: int) -> tuple[Callable[[], None], Callable[[], list[int]]]:
+    """Turn-2 latency as (prepare, run). Ours: a session that answered turn 1 continues from its
+    cache (prepared outside the timed call). HF: the whole history, image included, again —
+    what a LLaVA-style stack does. Both return the full id sequence (compared before timing)."""
+    gen = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, suppress_tokens=[IMAGE_TOKEN_ID])
+    if side == "ours":
+        state: dict[str, Any] = {}
+
+        def prepare() -> None:
+            state["s"] = vi.start_chat(image)
+            state["s"].send(TURN_1, **gen)
+
+        def run() -> list[int]:
+            state["s"].send(TURN_2, **gen)
+            return state["s"]._ids
+
+        return prepare, run
+    ids = torch.tensor([turn2_ids])
+    pixel_values = normalise(views)
+
+    @torch.inference_mode()
+    def run_hf() -> list[int]:
+        out = model.generate(input_ids=ids, pixel_values=pixel_values, attention_mask=torch.ones_like(ids), do_sample=False,
+                             pad_token_id=0, eos_token_id=None, **gen)
+        return out[0].tolist()
+
+    return (lambda: None), run_hf

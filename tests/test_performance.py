@@ -1,0 +1,188 @@
+"""The performance features are correct: LLaVA import parity, skip_logits, packing, cached multi-turn chat, the plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sphinx_vi import SphinxVi
+from sphinx_vi.bench.parity import ParitySize, build_pair, check_parity, normalise
+from sphinx_vi.data import IGNORE_INDEX, SampleEncoder, collate, collate_packed, pack_rows
+from sphinx_vi.data.formats import load_llava
+from sphinx_vi.data.world.generate import synthesize
+
+WORLD_IMAGE = Path(__file__).resolve().parents[1] / "sphinx_vi" / "assets" / "examples" / "world_shapes_1.png"
+SMALL = ParitySize("test", hidden=32, layers=2, heads=4, kv_heads=2, vision_hidden=32, vision_layers=2, image_size=56, vocab=2000)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.set_num_threads(2)
+    return build_pair(SMALL)
+
+
+@pytest.fixture(scope="module")
+def encoded(pair, tmp_path_factory):
+    """Real stage-2 samples (several tasks, images) encoded for the pair's processor."""
+    _, vi = pair
+    world = tmp_path_factory.mktemp("perf_world")
+    synthesize(world, 12, seed=3, progress=False)
+    enc = SampleEncoder(vi.processor, max_length=1024)
+    samples = []
+    for task in ("rec", "detection", "vqa", "grounded_caption"):
+        samples += [enc(s) for s in load_llava(world / "llava" / f"{task}.json").samples[:3]]
+    return samples
+
+
+def _inputs(batch):
+    return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k not in ("labels", "image_sizes")}
+
+
+def test_llava_import_gives_the_same_logits_and_greedy_ids(pair, encoded):
+    hf, vi = pair
+    batch = collate(encoded[:4], 0)
+    diff = check_parity(hf, vi, batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
+    assert diff < 1e-4
+    prompt = batch["input_ids"][:1, :40]
+    n_img = int((prompt == vi.model.config.image_token_id).sum()) // vi.model.config.tokens_per_image
+    views = batch["pixel_values"][:n_img]
+    kw = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, suppress_tokens=[4], pad_token_id=0, eos_token_id=None)
+    with torch.inference_mode():
+        a = hf.generate(input_ids=prompt, pixel_values=normalise(views), **kw)
+        b = vi.model.generate(input_ids=prompt, pixel_values=views, **kw)
+    assert torch.equal(a, b)
+
+
+def test_llava_variants_we_cannot_reproduce_are_refused():
+    from transformers import LlavaConfig
+
+    from sphinx_vi.bench.parity import llava_config
+    from sphinx_vi.convert.llava import UnsupportedLlavaError, sphinx_vi_config_from_llava
+
+    cfg: LlavaConfig = llava_config(SMALL)
+    cfg.vision_feature_layer = [-2, -1]
+    with pytest.raises(UnsupportedLlavaError, match="several layers"):
+        sphinx_vi_config_from_llava(cfg)
+
+
+def test_skip_logits_loss_equals_the_full_logits_loss(pair, encoded):
+    hf, vi = pair
+    batch = collate(encoded[:6], 0)
+    model = vi.model
+    with torch.no_grad():
+        full = model(**_inputs(batch), labels=batch["labels"], skip_logits=False)
+        fast = model(**_inputs(batch), labels=batch["labels"], skip_logits=True)
+        reference = hf(**{**_inputs(batch), "pixel_values": normalise(batch["pixel_values"])}, labels=batch["labels"]).loss
+    assert fast.logits is None and full.logits is not None
+    torch.testing.assert_close(fast.loss, full.loss)
+    torch.testing.assert_close(fast.loss, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_pack_rows_keeps_every_sample_once_and_within_capacity():
+    lengths = [300, 20, 120, 500, 80, 80, 700, 5]
+    rows = pack_rows(lengths, 512)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 512 for r in rows if len(r) > 1)
+    assert len(rows) < len(lengths)
+
+
+def test_packed_batch_gives_the_unpacked_loss_and_gradients(pair, encoded):
+    _, vi = pair
+    model = vi.model
+    padded = collate(encoded, 0)
+    packed = collate_packed(encoded, 0, capacity=4 * max(len(s) for s in encoded))
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]  # fewer rows
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()  # less padding
+    assert int((packed["labels"] != IGNORE_INDEX).sum()) == int((padded["labels"][:, 1:] != IGNORE_INDEX).sum())
+    model.train()
+    grads = []
+    for batch in (padded, packed):
+        model.zero_grad(set_to_none=True)
+        loss = model(**_inputs(batch), labels=batch["labels"]).loss
+        loss.backward()
+        grads.append((loss.detach(), model.vision.projector[0].weight.grad.clone()))
+    model.eval()
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_training_with_packing_matches_training_without(tmp_path):
+    from sphinx_vi.train.config import load_config
+    from sphinx_vi.train.metrics import read_metrics
+    from sphinx_vi.train.recipes import stage2
+
+    world = tmp_path / "w"
+    synthesize(world, 16, seed=0, progress=False)
+    common = dict(stage="stage2", model="tiny", data=str(world), max_steps=3, batch_size=4, log_every=1, save_every=100,
+                  warmup_steps=1, lr=1e-3, reference_batch=4, mixture={"rec": 1.0, "detection": 1.0, "text": 0.5})
+    stage2(load_config(None, {**common, "out": str(tmp_path / "plain")}))
+    stage2(load_config(None, {**common, "out": str(tmp_path / "packed"), "packing": True}))
+    plain = [r["loss"] for r in read_metrics(tmp_path / "plain" / "metrics.jsonl")]
+    packed = [r["loss"] for r in read_metrics(tmp_path / "packed" / "metrics.jsonl")]
+    assert len(plain) == len(packed) == 3
+    assert packed == pytest.approx(plain, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def shapes_model():
+    torch.set_num_threads(2)
+    return SphinxVi.from_pretrained("tiny-shapes")
+
+
+def test_multi_turn_chat_reuses_the_cache_and_answers_the_same(shapes_model):
+    vi = shapes_model
+    image = WORLD_IMAGE
+    prompts = ["Mô tả bức ảnh.", "Hình tròn màu đỏ ở đâu?", "Có bao nhiêu hình vuông trong ảnh?"]
+    reference, history = [], []
+    for p in prompts:  # stateless: the whole history, image included, every turn
+        answer = vi._generate([vi.processor.load(image)], [p], history)[0]
+        reference.append(answer)
+        history.append((p, answer))
+
+    calls = {"n": 0}
+    hook = vi.model.vision.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        vi._session = None
+        cached, history = [], []
+        for p in prompts:
+            answer = vi.chat(image, p, history)
+            cached.append(answer)
+            history = history + [(p, answer)]
+    finally:
+        hook.remove()
+    assert cached == reference
+    assert calls["n"] == 1  # the image was encoded once for three turns
+    stats = vi._session.stats
+    assert stats["turns"] == 3 and stats["reused_tokens"] > stats["prefilled_tokens"]
+
+
+def test_chat_with_a_different_history_or_image_starts_over(shapes_model):
+    vi = shapes_model
+    a = WORLD_IMAGE
+    vi.chat(a, "Mô tả bức ảnh.")
+    first = vi._session
+    vi.chat(a, "Mô tả bức ảnh.", [("Khác", "khác")])  # history that is not the session's
+    assert vi._session is not first and vi._session.history[0] == ("Khác", "khác")
+    with pytest.raises(ValueError, match="alternate"):
+        vi.start_chat(a, [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}])
+    with pytest.raises(ValueError, match="num_beams=1"):
+        vi.start_chat(a).send("x", num_beams=2)
+
+
+def test_plan_counts_flops_and_memory_from_the_model():
+    from sphinx_vi.bench.plan import plan
+
+    p = plan("tiny")
+    tc = SphinxVi.from_preset("tiny").model.config.text_config
+    head_dim = tc.hidden_size // tc.num_attention_heads
+    assert p["kv_cache_bytes_per_1k_tokens"] == 1000 * 2 * tc.num_hidden_layers * tc.num_key_value_heads * head_dim * 2
+    assert p["weights_bf16_gb"] == pytest.approx(p["total_parameters"] * 2 / 1e9)
+    assert p["weights_llm_nf4_rest_bf16_gb"] < p["weights_bf16_gb"]
+    s2 = p["stages"]["stage2"]
+    per = s2["flops_per_image_sample"]
+    # the decoder's forward + backward is at least 6 FLOPs per trainable weight per token
+    decoder_weights = sum(w.numel() for n, w in SphinxVi.from_preset("tiny").model.language_model.model.layers.named_parameters())
+    assert per["decoder"] >= 6 * decoder_weights * per["sequence_length"] * 0.95
+    assert s2["gpu_hours"] == pytest.approx(s2["total_flops"] / (312e12 * 0.4) / 3600)
