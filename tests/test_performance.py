@@ -186,3 +186,18 @@ def test_plan_counts_flops_and_memory_from_the_model():
     decoder_weights = sum(w.numel() for n, w in SphinxVi.from_preset("tiny").model.language_model.model.layers.named_parameters())
     assert per["decoder"] >= 6 * decoder_weights * per["sequence_length"] * 0.95
     assert s2["gpu_hours"] == pytest.approx(s2["total_flops"] / (312e12 * 0.4) / 3600)
+
+
+def test_bench_ratios_are_ours_over_hf_with_higher_better():
+    from sphinx_vi.bench.suite import _summarise
+
+    def run(m, v):
+        return {"metrics": {m: [v, v]}, "median": {m: v}, "peak_rss_mb": 1.0, "workload_rss_mb": 0.5}
+
+    times = _summarise("train", {"ours": [run("step_s", 1.0), run("step_s", 2.0)], "hf": [run("step_s", 3.0), run("step_s", 4.0)]})
+    assert times["ratios"]["step_s"]["ratio"] == pytest.approx(3.5 / 1.5)  # hf time ÷ our time
+    assert times["ratios"]["step_s"]["min"] == pytest.approx(2.0) and times["ratios"]["step_s"]["max"] == pytest.approx(3.0)
+    rates = _summarise("packing", {"ours": [run("useful_tokens_per_s", 300.0)], "hf": [run("useful_tokens_per_s", 100.0)],
+                                   "ours_padded": [run("useful_tokens_per_s", 250.0)]})
+    assert rates["ratios"]["useful_tokens_per_s"]["ratio"] == pytest.approx(3.0)  # our rate ÷ hf rate
+    assert rates["ratios"]["useful_tokens_per_s_vs_ours_padded"]["ratio"] == pytest.approx(1.2)

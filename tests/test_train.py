@@ -189,3 +189,22 @@ def test_lora_run_saves_a_plain_merged_checkpoint(world, tmp_path):
     keys = load_file(str(final / "model.safetensors")).keys()
     assert not any("lora_" in k for k in keys) and any(k.startswith("language_model.") for k in keys)
     assert isinstance(SphinxVi.from_pretrained(final).chat(world / "images" / "000001.png", "Có gì?", max_new_tokens=2), str)
+
+
+def test_stage0_towers_learn_colours_and_start_later_stages(tmp_path):
+    import json
+
+    from sphinx_vi.train.__main__ import main
+    from sphinx_vi.train.lineage import read_lineage
+
+    assert main(["towers", "--model", "tiny", "--out", str(tmp_path / "s0"), "--max-steps", "40", "--batch-size", "4"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "s0" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and rows[-1]["loss"] < rows[0]["loss"]
+    assert read_lineage(tmp_path / "s0")["base"]  # a base both stage-1 runs can share
+    vi = SphinxVi.from_pretrained(tmp_path / "s0")
+    fresh = SphinxVi.from_preset("tiny", seed=0)
+    changed = [n for n, p in vi.model.vision.encoders.named_parameters()
+               if not torch.equal(p, dict(fresh.model.vision.encoders.named_parameters())[n])]
+    assert changed  # the towers were trained
+    torch.testing.assert_close(vi.model.language_model.state_dict()["lm_head.weight"],
+                               fresh.model.language_model.state_dict()["lm_head.weight"])  # the LLM was not

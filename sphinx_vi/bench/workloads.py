@@ -130,40 +130,46 @@ def left_padded(prompts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch
 
 TURN_1 = "Describe the image in detail."
 TURN_2 = "Now list the shapes with their boxes."
+TURN1_TOKENS = 16
 
 
-def second_turn(vi: SphinxVi, image: Any, new_tokens: int) -> tuple[list[int], str]:
-    """Turn 1 (forced length) through a session → the ids of turn 2's prompt, and turn 1's answer."""
+def second_turn(vi: SphinxVi, image: Any) -> list[tuple[str, str]]:
+    """Turn 1 (forced length) through a session → the history a second turn continues."""
     session = vi.start_chat(image)
-    answer = session.send(TURN_1, max_new_tokens=new_tokens, min_new_tokens=new_tokens, suppress_tokens=[IMAGE_TOKEN_ID])
-    return session._prompt_ids(TURN_2), answer
+    session.send(TURN_1, max_new_tokens=TURN1_TOKENS, min_new_tokens=TURN1_TOKENS, suppress_tokens=[IMAGE_TOKEN_ID])
+    return list(session.history)
 
 
-def multiturn_fn(side: Side, model: torch.nn.Module, vi: SphinxVi, image: Any, views: torch.Tensor,
-                 turn2_ids: list[int], new_tokens: int) -> tuple[Callable[[], None], Callable[[], list[int]]]:
-    """Turn-2 latency as (prepare, run). Ours: a session that answered turn 1 continues from its
-    cache (prepared outside the timed call). HF: the whole history, image included, again —
-    what a LLaVA-style stack does. Both return the full id sequence (compared before timing)."""
+def multiturn_fn(side: Side, model: torch.nn.Module, vi: SphinxVi, image: Any, history: list[tuple[str, str]],
+                 new_tokens: int) -> tuple[Callable[[], None], Callable[[], list[int]]]:
+    """Turn-2 latency as (prepare, run), from the user's prompt to `new_tokens` generated tokens.
+
+    Ours: a session that answered turn 1 (prepared outside the timed call) continues from its
+    cache: render + tokenise the conversation, prefill the new turn only. HF: what a LLaVA-style
+    stack does every turn — render + tokenise the whole history, preprocess the image, encode it
+    and prefill everything again. Both return the full id sequence (compared before timing).
+    """
     gen = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, suppress_tokens=[IMAGE_TOKEN_ID])
     if side == "ours":
         state: dict[str, Any] = {}
 
         def prepare() -> None:
             state["s"] = vi.start_chat(image)
-            state["s"].send(TURN_1, **gen)
+            state["s"].send(TURN_1, max_new_tokens=TURN1_TOKENS, min_new_tokens=TURN1_TOKENS, suppress_tokens=[IMAGE_TOKEN_ID])
+            assert state["s"].history == history, "turn 1 differs from the history being continued"
 
         def run() -> list[int]:
             state["s"].send(TURN_2, **gen)
             return state["s"]._ids
 
         return prepare, run
-    ids = torch.tensor([turn2_ids])
-    pixel_values = normalise(views)
 
     @torch.inference_mode()
     def run_hf() -> list[int]:
-        out = model.generate(input_ids=ids, pixel_values=pixel_values, attention_mask=torch.ones_like(ids), do_sample=False,
-                             pad_token_id=0, eos_token_id=None, **gen)
+        text = vi.processor.apply_chat_template(vi._messages(TURN_2, history))
+        inputs = vi.processor(text, [image])
+        out = model.generate(input_ids=inputs["input_ids"], pixel_values=normalise(inputs["pixel_values"]),
+                             attention_mask=inputs["attention_mask"], do_sample=False, pad_token_id=0, eos_token_id=None, **gen)
         return out[0].tolist()
 
     return (lambda: None), run_hf

@@ -118,9 +118,8 @@ def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
     world = WorldConfig(max_objects=cfg.max_objects)
     towers = dict(vision.encoders.items())
     probes = TowerProbes({name: t.width for name, t in towers.items()})
+    vision.set_towers_trainable(True)  # frozen towers would pass no gradient (their grad_context)
     params = [p for t in towers.values() for p in t.parameters()] + list(probes.parameters())
-    for p in params:
-        p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / cfg.steps)).item())
