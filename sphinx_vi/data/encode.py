@@ -103,16 +103,16 @@ def collate(batch: list[EncodedSample | None], pad_token_id: int) -> dict[str, A
     for i, b in enumerate(items):
         n = len(b)
         input_ids[i, :n], labels[i, :n], attention_mask[i, :n] = b.input_ids, b.labels, 1
-    pixels = [b.pixel_values for b in items if b.pixel_values is not None]
-    sizes = [b.image_sizes for b in items if b.image_sizes is not None]
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": attention_mask,
-        "pixel_values": torch.cat(pixels) if pixels else None,
-        "image_sizes": torch.cat(sizes) if sizes else None,
-        "dropped": dropped,
-    }
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, **_images(items), "dropped": dropped}
+
+
+def _images(in_order: list[EncodedSample]) -> dict[str, torch.Tensor | None]:
+    """The samples' images stacked in placeholder order: pixel_values (N, V, 3, R, R), image_sizes (N, 2)."""
+    with_images = [b for b in in_order if b.pixel_values is not None]
+    if not with_images:
+        return {"pixel_values": None, "image_sizes": None}
+    return {"pixel_values": torch.cat([b.pixel_values for b in with_images]),
+            "image_sizes": torch.cat([b.image_sizes for b in with_images])}
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -152,7 +152,6 @@ def collate_packed(batch: list[EncodedSample | None], pad_token_id: int, capacit
     input_ids = torch.full((len(rows), L), pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros((len(rows), L), dtype=torch.long)
-    pixels, sizes = [], []
     for r, row in enumerate(rows):
         at = 0
         for i in row:
@@ -160,19 +159,10 @@ def collate_packed(batch: list[EncodedSample | None], pad_token_id: int, capacit
             input_ids[r, at : at + n] = b.input_ids
             labels[r, at + 1 : at + n] = b.labels[1:]
             position_ids[r, at : at + n] = torch.arange(n)
-            if b.pixel_values is not None:
-                pixels.append(b.pixel_values)
-                sizes.append(b.image_sizes)
             at += n
         position_ids[r, at:] = torch.arange(L - at)  # padding: a separate "sample" of its own
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "position_ids": position_ids,
-        "pixel_values": torch.cat(pixels) if pixels else None,
-        "image_sizes": torch.cat(sizes) if sizes else None,
-        "dropped": dropped,
-    }
+    in_order = [items[i] for row in rows for i in row]
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, **_images(in_order), "dropped": dropped}
 
 
 class EncodedDataset(torch.utils.data.Dataset):
