@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration import SphinxViConfig
+from .decoding import lean_greedy, lean_greedy_applies
 from .vision.base import allow_download_default, resolve_weights
 from .vision.mixed import MixedVisionEncoder, build_backend
 
@@ -218,7 +219,9 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
         """`GenerationMixin.generate` with the images encoded once, before the first step.
 
         The merged prompt embeddings go in as `inputs_embeds` (beam search expands them per
-        sample); later steps feed only new token ids against the KV cache.
+        sample); later steps feed only new token ids against the KV cache. Plain greedy
+        decoding (the API's default) runs the lean loop of `sphinx_vi.decoding` — same ids,
+        less per-step overhead; every other option goes through `transformers`.
         """
         if pixel_values is not None:
             if input_ids is None:
@@ -231,4 +234,6 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
             cached = cache.get_seq_length() if cache is not None else 0
             if bool((input_ids[:, cached:] == self.config.image_token_id).any()):
                 raise ImageTokenMismatchError("input_ids hold <image> tokens but no pixel_values were given")
+        if input_ids is not None and lean_greedy_applies(kwargs, self.generation_config):
+            return lean_greedy(self, input_ids, attention_mask, self.generation_config, **kwargs)
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
