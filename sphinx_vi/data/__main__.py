@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--min-scale", type=float, default=WorldConfig.min_scale)
     s.add_argument("--max-scale", type=float, default=WorldConfig.max_scale)
     s.add_argument("--clutter", type=int, default=WorldConfig.clutter)
+    s.add_argument("--distractor-rate", type=float, default=WorldConfig.distractor_rate,
+                   help="chance a new shape copies the colour or kind of an earlier one (0 = all distinct-ish)")
     i = sub.add_parser("inspect", help="load a data file and report loaded / skipped rows and why")
     i.add_argument("file", type=Path)
     i.add_argument("--image-root", type=Path, default=None)
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "synth":
             cfg = WorldConfig(size=args.size, min_objects=args.min_objects, max_objects=args.max_objects,
-                              min_scale=args.min_scale, max_scale=args.max_scale, clutter=args.clutter)
+                              min_scale=args.min_scale, max_scale=args.max_scale, clutter=args.clutter,
+                              distractor_rate=args.distractor_rate)
             manifest = synthesize(args.out, args.num, args.seed, args.tasks, cfg)
             for name, n in manifest["files"].items():
                 print(f"{n:>8}  {name}")

@@ -177,6 +177,8 @@ def synthesize(out: str | Path, num: int, seed: int = 0, tasks: Iterable[str] = 
         raise ValueError(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(ALL_TASKS)}")
     if cfg.min_objects < 1 or cfg.max_objects < cfg.min_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {cfg.min_objects}, {cfg.max_objects}")
+    if not 0.0 <= cfg.distractor_rate <= 1.0:
+        raise ValueError(f"distractor_rate must be in [0, 1], got {cfg.distractor_rate}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     kinds = [k for k, ts in SCENE_TASKS.items() if ts & task_set]
