@@ -108,6 +108,38 @@ def test_packed_batch_gives_the_unpacked_loss_and_gradients(pair, encoded):
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
 
 
+def test_packed_attention_equals_the_block_diagonal_mask(pair, encoded):
+    from sphinx_vi.packed_attention import PACKED_SDPA, use_packed_attention
+
+    _, vi = pair
+    model = vi.model
+    batch = collate_packed(encoded, 0, capacity=4 * max(len(s) for s in encoded))
+    assert batch["input_ids"].shape[0] < len(encoded)
+    model.train()
+    results = []
+    for packed_kernel in (False, True):
+        model.zero_grad(set_to_none=True)
+        restore = use_packed_attention(model.language_model) if packed_kernel else None
+        assert model.language_model.config._attn_implementation == (PACKED_SDPA if packed_kernel else "sdpa")
+        loss = model(**_inputs(batch), labels=batch["labels"]).loss
+        loss.backward()
+        results.append((loss.detach(), model.vision.projector[0].weight.grad.clone()))
+        if restore:
+            model.language_model.set_attn_implementation(restore)
+    model.eval()
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # generation with a cache is unaffected by the packed kernel
+        use_packed_attention(model.language_model)
+        ids = collate(encoded[:1], 0)
+        out = model.generate(input_ids=ids["input_ids"], pixel_values=ids["pixel_values"], max_new_tokens=4, min_new_tokens=4,
+                             pad_token_id=0, eos_token_id=None)
+        model.language_model.set_attn_implementation("sdpa")
+        ref = model.generate(input_ids=ids["input_ids"], pixel_values=ids["pixel_values"], max_new_tokens=4, min_new_tokens=4,
+                             pad_token_id=0, eos_token_id=None)
+    assert torch.equal(out, ref)
+
+
 def test_training_with_packing_matches_training_without(tmp_path):
     from sphinx_vi.train.config import load_config
     from sphinx_vi.train.metrics import read_metrics
@@ -123,6 +155,10 @@ def test_training_with_packing_matches_training_without(tmp_path):
     packed = [r["loss"] for r in read_metrics(tmp_path / "packed" / "metrics.jsonl")]
     assert len(plain) == len(packed) == 3
     assert packed == pytest.approx(plain, rel=1e-4)
+    import json
+
+    saved = json.loads((tmp_path / "packed" / "final" / "config.json").read_text())
+    assert "sdpa_packed" not in json.dumps(saved)  # the saved model loads without our kernel registered
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 Inputs are real: stage-2 samples of the synthetic world (every task plus text-only
 instructions), tokenised by our processor with 256 visual tokens per image, so lengths follow
-the stage-2 length mix. Each case also has a `check_*` that proves both sides do the same work
-(equal losses, identical generated ids) — run before anything is timed.
+the stage-2 length mix. `suite.parity_checks` proves both sides do the same work (equal
+losses, identical generated ids) before anything is timed.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import LlavaForConditionalGeneration
 
 from ..api import SphinxVi
 from ..data import EncodedSample, SampleEncoder, collate, collate_packed
+from ..data.formats import load_llava
 from ..data.world.generate import synthesize
 from .loader import stage2_samples
 from .parity import IMAGE_TOKEN_ID, normalise
@@ -39,8 +39,6 @@ def make_workload(vi: SphinxVi, num: int = 64, seed: int = 0) -> Workload:
     with tempfile.TemporaryDirectory() as tmp:
         synthesize(tmp, 60, seed=seed, progress=False)
         samples = [encoder(s) for s in stage2_samples(Path(tmp), num, seed)]
-        from ..data.formats import load_llava
-
         rec = load_llava(Path(tmp) / "llava" / "rec.json").samples[:8]
         prompts, images = [], []
         for s in rec:

@@ -28,6 +28,7 @@ from ..data import IGNORE_INDEX, EncodedDataset, LengthGroupedBatches, collate, 
 from ..modeling import SphinxViForConditionalGeneration
 from ..processing import SphinxViProcessor
 from .config import TrainConfig, save_config
+from ..packed_attention import use_packed_attention
 from .lineage import write_lineage
 from .metrics import MetricsLog, plot_losses
 from .parts import apply_trainable, merge_lora
@@ -97,6 +98,7 @@ def fit(
     set_seed(cfg.seed + rank)  # dropout / sampling only; data order and init do not depend on it
 
     peak_lr, global_batch = scaled_lr(cfg, world)
+    attention = use_packed_attention(model.language_model) if cfg.packing else None  # Σ len² attention for packed rows
     counts = apply_trainable(model, cfg)
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable()
@@ -197,6 +199,8 @@ def fit(
     final = out / "final"
     accelerator.wait_for_everyone()
     unwrapped = merge_lora(accelerator.unwrap_model(model))
+    if attention is not None:
+        unwrapped.language_model.set_attn_implementation(attention)  # the saved model uses the stock kernel
     state = accelerator.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards (LoRA already merged in place)
     if main:
         unwrapped.eval()
