@@ -26,7 +26,7 @@ import torch
 
 from . import write_json
 from ..packed_attention import use_packed_attention
-from .memory import PeakRSS, rss_bytes
+from .memory import PeakRSS
 
 RATIO_KEYS = {  # ratio key → (case, metric, higher_is_better_for_ours_metric)
     "train_ratio_vs_hf": ("train", "step_s"),
@@ -63,7 +63,7 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
     torch.set_num_threads(2)
     hf, vi = build_pair(size)
     work = make_workload(vi)
-    model = hf if side == "hf" else vi.model
+    model = hf if side == "hf" else vi.model  # side: ours | hf | ours_padded (packing's third side)
     if side != "hf":
         del hf
     pad = 0
@@ -77,7 +77,7 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
             layout = [packed(b, pad, capacity=PACK_CAPACITY) if side == "ours" else padded(b, pad) for b in groups]
             if side == "ours":
                 use_packed_attention(vi.model.language_model)  # what training with `packing: true` does
-            step = train_step(model, "hf" if side == "hf" else "ours", layout)
+            step = train_step(model, side, layout)
             tokens = useful_tokens(work.samples)
             epoch = lambda: [step() for _ in layout]  # noqa: E731 (one pass over every sample)
             metrics["useful_tokens_per_s"] = [tokens / t for t in _timed(epoch, iters, warmup=1)]
@@ -208,11 +208,7 @@ def run_suite(sizes: list[str], reps: int, iters: int, loader: bool = True) -> d
         sides = _sides(case)
         order = sides if rep % 2 == 0 else tuple(reversed(sides))
         for side in order:
-            worker_side = "ours" if side == "ours_padded" else side
-            args = ["--worker", case, worker_side, size, "--iters", str(iters)]
-            if side == "ours_padded":
-                args[1] = "train_padded_epoch"
-            r = _spawn(args)
+            r = _spawn(["--worker", case, side, size, "--iters", str(iters)])
             raw.setdefault((size, case), {}).setdefault(side, []).append(r)
     for (size, case), by_side in raw.items():
         result["cases"].setdefault(size, {})[case] = _summarise(case, by_side)
@@ -306,10 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     iters = args.iters or (5 if args.quick else 7)
     if args.worker:
         case, side, size = args.worker
-        if case == "train_padded_epoch":  # packing's third side: our engine on the same padded batches
-            r = run_packing_padded(size, iters)
-        else:
-            r = run_worker(case, side, size, iters)
+        r = run_worker(case, side, size, iters)
         print("RESULT " + json.dumps(r))
         return 0
     sizes = args.sizes.split(",") if args.sizes else (["tiny"] if args.quick else ["tiny", "small"])
@@ -321,22 +314,3 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(r))
     write_json(args.out, r)
     return 0
-
-
-def run_packing_padded(size: str, iters: int) -> dict[str, Any]:
-    """Our engine on the plain padded batches of the packing case (isolates what packing adds)."""
-    from .parity import build_pair
-    from .workloads import batches, make_workload, padded, train_step, useful_tokens
-
-    torch.set_num_threads(2)
-    _, vi = build_pair(size)
-    work = make_workload(vi)
-    layout = [padded(b, 0) for b in batches(work, BATCH)]
-    with PeakRSS() as mem:
-        step = train_step(vi.model, "ours", layout)
-        tokens = useful_tokens(work.samples)
-        times = _timed(lambda: [step() for _ in layout], iters, warmup=1)
-    m = {"useful_tokens_per_s": [tokens / t for t in times]}
-    return {"case": "packing", "side": "ours_padded", "size": size, "metrics": m,
-            "median": {k: statistics.median(v) for k, v in m.items()},
-            "peak_rss_mb": mem.peak / 2**20, "workload_rss_mb": (mem.peak - mem.start) / 2**20, "rss_now_mb": rss_bytes() / 2**20}

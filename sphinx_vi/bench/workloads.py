@@ -23,7 +23,7 @@ from ..data.world.generate import synthesize
 from .loader import stage2_samples
 from .parity import IMAGE_TOKEN_ID, normalise
 
-Side = str  # "ours" | "hf"
+Side = str  # "ours" | "hf" | "ours_padded" (our engine on the padded batches)
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _inputs(batch: dict[str, Any], side: Side) -> dict[str, Any]:
 def _trainable(model: torch.nn.Module, side: Side) -> list[torch.nn.Parameter]:
     """LLaVA stage 2 on both sides: projector + LLM learn, the vision tower is frozen."""
     model.requires_grad_(True)
-    tower = model.model.vision_tower if side == "hf" else model.vision.encoders["clip_vit"]
+    tower = model.model.vision_tower if side == "hf" else model.vision.encoders["clip_vit"]  # ours, ours_padded
     tower.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
 
