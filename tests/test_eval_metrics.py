@@ -61,3 +61,16 @@ def test_feature_spread_reports_each_tower_and_the_visual_tokens(tiny):
     spread = feature_spread(tiny, images)
     assert set(spread) == {"tower.clip_convnext", "tower.clip_vit", "tower.dinov2", "tower.siglip", "visual_tokens"}
     assert all(0 < s["ratio"] <= 1.5 for s in spread.values())  # random towers: features differ between images
+
+
+def test_phrase_sensitivity_compares_two_questions_about_one_image(tmp_path):
+    from sphinx_vi import SphinxVi
+    from sphinx_vi.data.world.generate import synthesize
+    from sphinx_vi.eval.diagnose import phrase_sensitivity
+
+    synthesize(tmp_path, 8, seed=4, tasks=["rec"], progress=False)
+    vi = SphinxVi.from_pretrained("tiny-shapes")
+    r = phrase_sensitivity(vi, tmp_path / "llava" / "rec.json", tmp_path, pairs=3)
+    assert r["pairs"] == 3 and 1 <= r["answered_pairs"] <= 3  # the embedded model answers with boxes
+    assert 0.0 <= r["identical_answers"] <= 1.0
+    assert r["target_centre_distance_px"] > 0  # two different objects were asked about

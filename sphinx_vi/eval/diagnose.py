@@ -1,8 +1,12 @@
-"""Are the visual tokens informative? `python -m sphinx_vi.eval.diagnose --model DIR --data DIR [--num N]`
+"""Why does grounding fail? `python -m sphinx_vi.eval.diagnose --model DIR --data DIR [--num N]`
 
-Prints, for each tower and for the final visual tokens, the standard deviation across images
-(what differs from image to image) next to the overall standard deviation. A ratio near zero
-means the towers collapsed to image-independent features and the LLM cannot see the image.
+1. Are the visual tokens informative? For each tower and for the final visual tokens, the
+   standard deviation across images next to the overall one. A ratio near zero means the towers
+   collapsed to image-independent features and the LLM cannot see the image.
+2. Does the model read the phrase? (with a `llava/rec.json` in DIR) For images with two
+   referring expressions, ask both: how often the two answers are the same box, and how far apart
+   their centres are against the two targets'. Same boxes / small distances mean the answer
+   follows the image, not the question.
 """
 
 from __future__ import annotations
@@ -36,6 +40,40 @@ def feature_spread(vi: SphinxVi, images: list[Path]) -> dict[str, dict[str, floa
     return out
 
 
+def phrase_sensitivity(vi: SphinxVi, rec_file: Path, image_root: Path, pairs: int = 25) -> dict[str, float]:
+    """Ask two REC questions about the same image; compare the two answers to the two targets."""
+    from collections import defaultdict
+
+    from ..data.formats import load_llava
+    from ..grounding import parse
+
+    by_image: dict[str, list] = defaultdict(list)
+    for s in load_llava(rec_file, image_root=image_root).samples:
+        by_image[str(s.images[0])].append(s)
+    chosen = [v[:2] for v in by_image.values() if len(v) >= 2][:pairs]
+    if not chosen:
+        raise ValueError(f"{rec_file}: no image has two referring expressions")
+    identical, d_pred, d_gt, answered = 0, [], [], 0
+
+    def centre_distance(a, b) -> float:
+        return (((a[0] + a[2]) - (b[0] + b[2])) ** 2 + ((a[1] + a[3]) - (b[1] + b[3])) ** 2) ** 0.5 / 2
+
+    for a, b in chosen:
+        image = vi.processor.load(a.images[0])
+        questions = [x.messages[0]["content"].replace("<image>", "").strip() for x in (a, b)]
+        answers = vi.chat([image, image], questions)
+        boxes = [parse(t, image.size).boxes for t in answers]
+        targets = [parse(x.messages[-1]["content"], image.size).boxes[0] for x in (a, b)]
+        if boxes[0] and boxes[1]:
+            answered += 1
+            identical += boxes[0][0] == boxes[1][0]
+            d_pred.append(centre_distance(boxes[0][0], boxes[1][0]))
+            d_gt.append(centre_distance(*targets))
+    n = max(answered, 1)
+    return {"pairs": len(chosen), "answered_pairs": answered, "identical_answers": identical / n,
+            "answer_centre_distance_px": sum(d_pred) / n, "target_centre_distance_px": sum(d_gt) / n}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
@@ -50,6 +88,13 @@ def main() -> None:
     print(f"{'part':<28}{'across images':>14}{'overall':>10}{'ratio':>8}")
     for k, r in result.items():
         print(f"{k:<28}{r['across_images']:>14.5f}{r['overall']:>10.4f}{r['ratio']:>8.4f}")
+    rec = args.data / "llava" / "rec.json"
+    if rec.exists():
+        ps = phrase_sensitivity(vi, rec, args.data, pairs=args.num)
+        print(f"phrase sensitivity over {ps['answered_pairs']} image(s) with two questions: identical answers "
+              f"{ps['identical_answers']:.0%}, answer centres {ps['answer_centre_distance_px']:.1f} px apart "
+              f"vs targets {ps['target_centre_distance_px']:.1f} px")
+        result["phrase_sensitivity"] = ps
     print(json.dumps(result))
 
 
