@@ -42,13 +42,17 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def make_views(image: Image.Image, config: ViewConfig, fill: tuple[int, int, int]) -> torch.Tensor:
-    """RGB image → (V, 3, R, R) in [0, 1]: global view, then crops row by row (TL, TR, BL, BR)."""
+def make_views(image: Image.Image, config: ViewConfig, fill: tuple[int, int, int],
+               resample: Image.Resampling = Image.BICUBIC) -> torch.Tensor:
+    """RGB image → (V, 3, R, R) in [0, 1]: global view, then crops row by row (TL, TR, BL, BR).
+
+    `resample=Image.NEAREST` cuts label maps exactly like their images (values stay whole).
+    """
     R, K = config.resolution, config.grid
     square = pad_to_square(image, fill)
-    views = [_to_tensor(square.resize((R, R), Image.BICUBIC))]  # (3, R, R)
+    views = [_to_tensor(square.resize((R, R), resample))]  # (3, R, R)
     if K > 1:
-        hi = _to_tensor(square.resize((K * R, K * R), Image.BICUBIC))  # (3, K*R, K*R)
+        hi = _to_tensor(square.resize((K * R, K * R), resample))  # (3, K*R, K*R)
         crops = hi.reshape(3, K, R, K, R).permute(1, 3, 0, 2, 4)  # (K, K, 3, R, R)
         views.extend(crops.reshape(K * K, 3, R, R))
     return torch.stack(views)  # (V, 3, R, R)

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from . import write_json
+from ..data import collate, collate_packed
 from ..packed_attention import use_packed_attention
 from .memory import PeakRSS
 
@@ -57,7 +58,7 @@ def _timed(fn: Callable[[], Any], iters: int, warmup: int = 2, prepare: Callable
 # --- one case, one side, in this (fresh) process --------------------------------------------------
 def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
     from .parity import build_pair
-    from .workloads import (batches, generate_fn, left_padded, make_workload, multiturn_fn, packed, padded,
+    from .workloads import (batches, generate_fn, left_padded, make_workload, multiturn_fn,
                             second_turn, train_step, useful_tokens)
 
     torch.set_num_threads(2)
@@ -70,11 +71,11 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
     metrics: dict[str, list[float]] = {}
     with PeakRSS() as mem:
         if case == "train":
-            step = train_step(model, side, [padded(b, pad) for b in batches(work, BATCH)])
+            step = train_step(model, side, [collate(b, pad) for b in batches(work, BATCH)])
             metrics["step_s"] = _timed(step, iters)
         elif case == "packing":
             groups = batches(work, BATCH)
-            layout = [packed(b, pad, capacity=PACK_CAPACITY) if side == "ours" else padded(b, pad) for b in groups]
+            layout = [collate_packed(b, pad, PACK_CAPACITY) if side == "ours" else collate(b, pad) for b in groups]
             if side == "ours":
                 use_packed_attention(vi.model.language_model)  # what training with `packing: true` does
             step = train_step(model, side, layout)
@@ -106,7 +107,7 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
 def parity_checks(size: str) -> dict[str, float]:
     """Equal logits, losses (padded, packed), greedy ids and multi-turn ids on both engines."""
     from .parity import build_pair, check_parity
-    from .workloads import (batches, generate_fn, left_padded, make_workload, multiturn_fn, packed, padded,
+    from .workloads import (batches, generate_fn, left_padded, make_workload, multiturn_fn,
                             second_turn, _inputs)
 
     torch.set_num_threads(2)
@@ -115,13 +116,13 @@ def parity_checks(size: str) -> dict[str, float]:
     out: dict[str, float] = {}
     ids, mask, views = left_padded(work.prompts[:4])
     out["logits_max_abs_diff"] = check_parity(hf, vi, ids, views, mask)
-    batch = padded(batches(work, BATCH)[0], 0)
+    batch = collate(batches(work, BATCH)[0], 0)
     with torch.no_grad():
         hf.train(), vi.model.train()
         l_hf = hf(**_inputs(batch, "hf")).loss
         l_ours = vi.model(**_inputs(batch, "ours")).loss
         restore = use_packed_attention(vi.model.language_model)
-        l_packed = vi.model(**_inputs(packed(batches(work, BATCH)[0], 0, PACK_CAPACITY), "ours")).loss
+        l_packed = vi.model(**_inputs(collate_packed(batches(work, BATCH)[0], 0, PACK_CAPACITY), "ours")).loss
         vi.model.language_model.set_attn_implementation(restore)
         hf.eval(), vi.model.eval()
     torch.testing.assert_close(l_ours, l_hf, rtol=1e-4, atol=1e-5)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ..api import SphinxVi
-from ..data import EncodedSample, SampleEncoder, collate, collate_packed
+from ..data import EncodedSample, SampleEncoder
 from ..data.formats import load_llava
 from ..data.world.generate import synthesize
 from .loader import stage2_samples
@@ -88,14 +88,6 @@ def train_step(model: torch.nn.Module, side: Side, batch_list: list[dict[str, An
         return float(loss)
 
     return step
-
-
-def padded(samples: list[EncodedSample], pad: int) -> dict[str, Any]:
-    return collate(list(samples), pad)
-
-
-def packed(samples: list[EncodedSample], pad: int, capacity: int) -> dict[str, Any]:
-    return collate_packed(list(samples), pad, capacity)
 
 
 def useful_tokens(samples: list[EncodedSample]) -> int:

@@ -17,7 +17,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
@@ -27,7 +26,7 @@ from tqdm import tqdm
 from ..api import SphinxVi
 from ..data.world.language import COLOURS, KINDS
 from ..data.world.shapes import WorldConfig, background, draw_shapes, sample_shapes
-from ..views import ViewConfig, make_views, pad_to_square
+from ..views import ViewConfig, make_views
 from .lineage import fingerprint, write_lineage
 
 COLOUR_INDEX = {c.en: i + 1 for i, c in enumerate(COLOURS)}  # 0 = background
@@ -50,13 +49,8 @@ class TowerPretrainConfig:
 
 def _label_views(labels: Image.Image, views: ViewConfig) -> torch.Tensor:
     """(H, W) mode-"L" label map → (V, R, R) long labels, cut exactly like `make_views` cuts pixels."""
-    R, K = views.resolution, views.grid
-    square = pad_to_square(labels.convert("RGB"), (0, 0, 0)).getchannel(0)
-    out = [torch.from_numpy(np.asarray(square.resize((R, R), Image.NEAREST)).copy())]
-    if K > 1:
-        hi = torch.from_numpy(np.asarray(square.resize((K * R, K * R), Image.NEAREST)).copy())
-        out.extend(hi.reshape(K, R, K, R).permute(0, 2, 1, 3).reshape(K * K, R, R))
-    return torch.stack(out).long()  # (V, R, R)
+    cut = make_views(labels.convert("RGB"), views, (0, 0, 0), resample=Image.NEAREST)  # (V, 3, R, R) in [0, 1]
+    return (cut[:, 0] * 255).round().long()
 
 
 def scene_batch(rng: random.Random, n: int, world: WorldConfig, views: ViewConfig, fill: tuple[int, int, int]):
