@@ -158,3 +158,38 @@ def test_cli_synth_inspect_preview(tmp_path, capsys):
     assert data_main(["inspect", str(tmp_path / "bad.jsonl"), "--max-bad-fraction", "0.5"]) == 1
     err = capsys.readouterr().err
     assert "4 of 4 rows are bad" in err and "3 × broken JSON" in err and "1 × missing image" in err
+
+
+def test_join_turns_makes_one_conversation_per_image_task_and_language(tmp_path):
+    from sphinx_vi.data.turns import join_turns
+
+    def single(i, image, lang, task="rec"):
+        return Sample(f"{task}{i}", [{"role": "user", "content": f"<image>\nq{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                      [tmp_path / image], task=task, lang=lang)
+
+    samples = [single(0, "x.png", "vi"), single(1, "x.png", "vi"), single(2, "x.png", "vi"), single(3, "x.png", "en"),
+               single(4, "y.png", "vi"), single(5, "x.png", "vi", task="vqa"), Sample("t", kind="text", text="chữ")]
+    joined = join_turns(samples, max_turns=2, seed=0)
+    assert sorted(a for s in joined for a in ([m["content"] for m in s.messages if m["role"] == "assistant"] or [s.text])) == \
+        sorted([f"a{i}" for i in range(6)] + ["chữ"])  # every answer is kept, once
+    multi = [s for s in joined if len(s.messages) > 2]
+    assert len(multi) == 1 and len(multi[0].messages) == 4  # the two-turn x.png/vi/rec conversation (max 2 turns)
+    conv = multi[0].messages
+    assert conv[0]["content"].startswith("<image>\n") and "<image>" not in conv[2]["content"]
+    assert {conv[1]["content"], conv[3]["content"]} <= {"a0", "a1", "a2"} and len(multi[0].images) == 1
+    assert join_turns(samples, max_turns=1) == samples
+    with pytest.raises(ValueError, match="max_turns"):
+        join_turns(samples, max_turns=0)
+
+
+def test_joined_turns_encode_with_loss_on_every_answer(tiny, tmp_path):
+    from sphinx_vi.data.turns import join_turns
+
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(tmp_path / "g.png")
+    samples = [Sample(f"s{i}", [{"role": "user", "content": f"<image>\nCâu {i}?"}, {"role": "assistant", "content": f"Đáp {i}"}],
+                      [tmp_path / "g.png"], task="vqa", lang="vi") for i in range(3)]
+    (conv,) = join_turns(samples, max_turns=3)
+    enc = SampleEncoder(tiny.processor)(conv)
+    labelled = tiny.processor.tokenizer.decode(enc.labels[enc.labels != IGNORE_INDEX])
+    assert all(f"Đáp {i}" in labelled for i in range(3)) and "Câu" not in labelled
+    assert enc.pixel_values.shape[0] == 1  # one image, encoded once

@@ -208,3 +208,30 @@ def test_stage0_towers_learn_colours_and_start_later_stages(tmp_path):
     assert changed  # the towers were trained
     torch.testing.assert_close(vi.model.language_model.state_dict()["lm_head.weight"],
                                fresh.model.language_model.state_dict()["lm_head.weight"])  # the LLM was not
+
+
+def test_stage0_box_digits_spell_the_grammar_in_each_view_frame():
+    from sphinx_vi.grounding.grammar import format_box
+    from sphinx_vi.train.towers import box_digits
+
+    box = (13.0, 40.7, 77.2, 127.9)
+    spelt = format_box(box, (128, 128))[1:-1].replace("1.00", "0.99").split(",")
+    assert box_digits(box, 128, (0.0, 0.0, 1.0)) == [int(d) for s in spelt for d in s[2:4]]
+    # top-right crop of a 2×2 grid: x from 0.5 to 1 of the image; boxes outside the crop clamp
+    assert box_digits((80.0, 0.0, 112.0, 64.0), 128, (0.5, 0.0, 0.5)) == [2, 5, 0, 0, 7, 5, 9, 9]
+    assert box_digits((0.0, 0.0, 32.0, 32.0), 128, (0.5, 0.5, 0.5)) == [0] * 8
+
+
+def test_stage0_cell_digits_follow_the_covering_shape_and_skip_background():
+    from sphinx_vi.train.towers import cell_box_digits
+
+    instances = torch.zeros(1, 8, 8, dtype=torch.long)
+    instances[0, :4, :4] = 1  # shape 1 covers the top-left 2×2 cells of a 4×4 grid
+    instances[0, 4:, 6:] = 2  # shape 2 covers half of each of two bottom-right cells
+    table = torch.zeros(1, 3, 8, dtype=torch.long)
+    table[0, 1], table[0, 2] = torch.arange(8), torch.arange(8) + 1
+    cells = cell_box_digits(instances, table, grid=4)  # (1, 16, 8)
+    assert cells.shape == (1, 16, 8)
+    assert torch.equal(cells[0, 0], torch.arange(8)) and torch.equal(cells[0, 5], torch.arange(8))
+    assert torch.equal(cells[0, 11], torch.arange(8) + 1) and torch.equal(cells[0, 15], torch.arange(8) + 1)
+    assert (cells[0, [2, 3, 8, 10]] == -100).all()  # background cells carry no box

@@ -45,6 +45,8 @@ class TrainConfig:
         {"rec": 4.0, "reg": 1.0, "detection": 2.0, "vqa": 1.0, "keypoints": 1.0, "ocr": 0.5, "chart": 0.5, "grounded_caption": 0.5, "text": 0.5},
         "stage 2: dataset → sampling weight; names are llava/<name>.json, 'text' is text/instructions.json",
     )
+    turns_per_image: int = _f(1, "stage 2: join up to N single-turn samples of one task, image and language into one "
+                                 "multi-turn conversation (LLaVA-1.5 style: one image encoding, N answers with loss); 1 = off")
     max_length: int = _f(512, "samples longer than this (tokens, visual ones included) are skipped and counted")
     max_bad_fraction: float = _f(0.05, "stop with an error when more than this fraction of a source's rows are bad")
     num_workers: int = _f(0, "DataLoader worker processes")
@@ -83,7 +85,7 @@ class TrainConfig:
             raise ValueError("choose 'llm' (full) or 'llm_lora', not both")
         if self.qlora and "llm_lora" not in self.trainable:
             raise ValueError("qlora trains LoRA adapters: add 'llm_lora' to trainable")
-        for name in ("max_steps", "batch_size", "grad_accum", "reference_batch"):
+        for name in ("max_steps", "batch_size", "grad_accum", "reference_batch", "turns_per_image"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 

@@ -11,6 +11,7 @@ from ..api import SphinxVi
 from ..data import EncodedDataset, Sample, SampleEncoder, mix
 from ..data.formats import load_captions, load_llava, load_text
 from ..data.samples import LoadResult
+from ..data.turns import join_turns
 from .config import TrainConfig
 from .lineage import fingerprint, read_lineage
 from .loop import Stream, fit
@@ -90,7 +91,8 @@ def stage2_samples(cfg: TrainConfig) -> list[Sample]:
         if name == "text":
             sources[name] = _checked(load_text(_require(data / "text" / "instructions.json", "text instructions", cfg)), cfg)
         else:
-            sources[name] = _checked(load_llava(_require(data / "llava" / f"{name}.json", f"task {name!r}", cfg)), cfg)
+            rows = _checked(load_llava(_require(data / "llava" / f"{name}.json", f"task {name!r}", cfg)), cfg)
+            sources[name] = join_turns(rows, cfg.turns_per_image, seed=cfg.seed)
     world = PartialState(cpu=not torch.cuda.is_available()).num_processes  # the mixture depends on the global batch, not on the world size
     total = cfg.max_steps * cfg.batch_size * cfg.grad_accum * world
     return mix(sources, cfg.mixture, max(total, 1), seed=cfg.seed)
