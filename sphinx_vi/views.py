@@ -27,6 +27,13 @@ class ViewConfig:
         """Global view plus K² crops; K=1 has only the global view."""
         return 1 if self.grid == 1 else 1 + self.grid**2
 
+    @property
+    def frames(self) -> list[tuple[float, float, float]]:
+        """(x0, y0, span) of every view on the padded square, in view order: the global view spans
+        it all, crop (i, j) spans [j/K, (j+1)/K] × [i/K, (i+1)/K]."""
+        K = self.grid
+        return [(0.0, 0.0, 1.0)] + ([(j / K, i / K, 1.0 / K) for i in range(K) for j in range(K)] if K > 1 else [])
+
 
 def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
     """Paste `image` centred on a square canvas of colour `fill` (offsets as in PaddedSquare)."""

@@ -235,3 +235,18 @@ def test_stage0_cell_digits_follow_the_covering_shape_and_skip_background():
     assert torch.equal(cells[0, 0], torch.arange(8)) and torch.equal(cells[0, 5], torch.arange(8))
     assert torch.equal(cells[0, 11], torch.arange(8) + 1) and torch.equal(cells[0, 15], torch.arange(8) + 1)
     assert (cells[0, [2, 3, 8, 10]] == -100).all()  # background cells carry no box
+
+
+def test_stage2_with_box_attention_logs_the_guided_mass_and_saves_a_stock_model(world, tmp_path):
+    import json
+
+    final = stage2(_cfg(world, tmp_path / "box", box_attention=1.0, box_attention_layers=[-1], box_attention_heads=2,
+                        mixture={"rec": 1.0, "reg": 1.0}, max_steps=3))
+    rows = [json.loads(x) for x in (tmp_path / "box" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["box_attention"] > 0 for r in rows)  # −log mass on the box, logged every step
+    vi = SphinxVi.from_pretrained(final)
+    assert not vi.model.language_model.get_decoder().layers[-1].self_attn._forward_pre_hooks  # no hook is saved
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        _cfg(world, tmp_path / "x", box_attention=1.0, gradient_checkpointing=True)
+    with pytest.raises(ValueError, match="loss weight"):
+        _cfg(world, tmp_path / "x", box_attention=-1.0)

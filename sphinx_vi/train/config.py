@@ -69,6 +69,10 @@ class TrainConfig:
     lora_alpha: float | None = _f(None, "LoRA alpha; default 2·rank")
     lora_targets: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "LLM modules LoRA wraps")
     qlora: bool = _f(False, "load the LLM in 4-bit NF4 (needs CUDA and bitsandbytes) and train LoRA on it")
+    box_attention: float = _f(0.0, "weight of box-guided attention (sphinx_vi/train/box_attention.py): guided heads of "
+                                   "tokens that answer about one box are trained to attend to the visual tokens inside it; 0 = off")
+    box_attention_layers: list[int] = _f([1, 2], "LLM layers (0-based, negative from the end) whose heads are guided")
+    box_attention_heads: int = _f(1, "how many heads (the first ones) of each guided layer are guided")
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in backward to save memory")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f("auto", "auto = bf16 on a GPU that supports it, fp32 on the CPU")
     # --- bookkeeping ---
@@ -83,6 +87,11 @@ class TrainConfig:
             raise ValueError(f"unknown trainable part(s) {bad}; choose from {', '.join(PART_NAMES)}")
         if "llm" in self.trainable and "llm_lora" in self.trainable:
             raise ValueError("choose 'llm' (full) or 'llm_lora', not both")
+        if self.box_attention < 0:
+            raise ValueError(f"box_attention is a loss weight, must be >= 0, got {self.box_attention}")
+        if self.box_attention > 0 and self.gradient_checkpointing:
+            raise ValueError("box_attention recomputes attention from activations that gradient_checkpointing discards: "
+                             "turn one of them off")
         if self.qlora and "llm_lora" not in self.trainable:
             raise ValueError("qlora trains LoRA adapters: add 'llm_lora' to trainable")
         for name in ("max_steps", "batch_size", "grad_accum", "reference_batch", "turns_per_image"):

@@ -57,12 +57,6 @@ def _label_views(labels: Image.Image, views: ViewConfig) -> torch.Tensor:
     return (cut[:, 0] * 255).round().long()
 
 
-def _view_frames(views: ViewConfig) -> list[tuple[float, float, float]]:
-    """(x0, y0, span) of every view on the padded square, in `make_views` order."""
-    K = views.grid
-    return [(0.0, 0.0, 1.0)] + ([(j / K, i / K, 1.0 / K) for i in range(K) for j in range(K)] if K > 1 else [])
-
-
 def box_digits(box: tuple[float, float, float, float], size: int, frame: tuple[float, float, float]) -> list[int]:
     """Pixel box → the 8 digits the grammar writes for it in `frame` (tenths, hundredths of x1, y1, x2, y2)."""
     x0, y0, span = frame
@@ -79,7 +73,7 @@ def scene_batch(rng: random.Random, n: int, world: WorldConfig, views: ViewConfi
     """n random scenes → views (n·V, 3, R, R), colour, kind and instance labels (n·V, R, R) and
     the digits of every instance's box in each view's frame (n·V, 1 + max_objects, 8), row 0 unused."""
     pixels, colours, kinds, instances, digits = [], [], [], [], []
-    frames = _view_frames(views)
+    frames = views.frames
     for _ in range(n):
         shapes = sample_shapes(rng, world)
         img = draw_shapes(background(rng, world), shapes)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..views import ViewConfig
 from .base import BACKENDS, EncoderSpec, GridFeatures, VisionBackend
 from .qformer import QFormer
 
@@ -87,6 +88,30 @@ def build_backend(spec: EncoderSpec, *, load_weights: bool = False, allow_downlo
     return BACKENDS[spec.backend].build(spec, load_weights=load_weights, allow_download=allow_download)
 
 
+def grid_cell_boxes(config: VisionConfig) -> torch.Tensor:
+    """(V, g², 4): the square (x1, y1, x2, y2) each grid token covers on the padded square, in
+    normalised coordinates (the frame the text grammar writes); g = G, or G/2 after the 2×2 merge."""
+    g = config.grid_size // (2 if config.merge_2x2 else 1)
+    edges = torch.arange(g, dtype=torch.float32) / g  # (g,) left/top edge of each cell in its view
+    ys, xs = torch.meshgrid(edges, edges, indexing="ij")  # (g, g)
+    out = []
+    for x0, y0, span in ViewConfig(grid=config.views_grid, resolution=config.resolution).frames:
+        x1, y1 = (x0 + span * xs).reshape(-1), (y0 + span * ys).reshape(-1)  # (g²,)
+        out.append(torch.stack([x1, y1, x1 + span / g, y1 + span / g], dim=-1))  # (g², 4)
+    return torch.stack(out)  # (V, g², 4)
+
+
+def visual_token_boxes(config: VisionConfig) -> torch.Tensor:
+    """(V·T, 4): the box every visual token of one image covers, NaN for tokens that cover no cell
+    (begin/end markers, Q-Former queries, cls). Rows follow the encoder's output order."""
+    cells = grid_cell_boxes(config)  # (V, g², 4)
+    V, cells_per_view = cells.shape[:2]
+    out = torch.full((V, config.tokens_per_view, 4), float("nan"))
+    first = int(config.image_markers) + (config.qformer_spec.num_queries if config.qformer_spec else 0) + int(config.cls_token)
+    out[:, first : first + cells_per_view] = cells
+    return out.reshape(V * config.tokens_per_view, 4)
+
+
 class MixedVisionEncoder(nn.Module):
     """Views (N, V, 3, R, R) in [0, 1] → visual tokens (N, V·T, D), T = tokens per view.
 
@@ -159,23 +184,13 @@ class MixedVisionEncoder(nn.Module):
 
     @staticmethod
     def _fourier_positions(config: VisionConfig) -> torch.Tensor:
-        """(V, g², 4F): sin/cos of x and y at F octaves, for every grid token of every view.
-
-        Positions are centres of grid cells on the padded square: the global view spans it all,
-        crop (i, j) of the K×K grid spans [j/K, (j+1)/K] × [i/K, (i+1)/K].
-        """
-        K, F = config.views_grid, config.position_features
-        g = config.grid_size // (2 if config.merge_2x2 else 1)
-        cells = (torch.arange(g, dtype=torch.float32) + 0.5) / g  # (g,)
-        ys, xs = torch.meshgrid(cells, cells, indexing="ij")  # (g, g)
-        frames = [(0.0, 0.0, 1.0)] + ([(j / K, i / K, 1.0 / K) for i in range(K) for j in range(K)] if K > 1 else [])
-        freqs = torch.pi * 2.0 ** torch.arange(F, dtype=torch.float32)  # (F,)
-        out = []
-        for x0, y0, span in frames:
-            x = (x0 + span * xs).reshape(-1, 1) * freqs  # (g², F)
-            y = (y0 + span * ys).reshape(-1, 1) * freqs
-            out.append(torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1))  # (g², 4F)
-        return torch.stack(out)  # (V, g², 4F)
+        """(V, g², 4F): sin/cos of x and y at F octaves of every grid token's centre (`grid_cell_boxes`)."""
+        boxes = grid_cell_boxes(config)  # (V, g², 4)
+        x = ((boxes[..., 0] + boxes[..., 2]) / 2).unsqueeze(-1)  # (V, g², 1)
+        y = ((boxes[..., 1] + boxes[..., 3]) / 2).unsqueeze(-1)
+        freqs = torch.pi * 2.0 ** torch.arange(config.position_features, dtype=torch.float32)  # (F,)
+        x, y = x * freqs, y * freqs  # (V, g², F)
+        return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)  # (V, g², 4F)
 
     def _grid_tokens(self, features: GridFeatures) -> torch.Tensor:
         """(cls (B, C), grid (B, C, h, w)) → (B, 1 + G², C) on the common G×G grid."""

@@ -1,0 +1,120 @@
+"""Box-guided attention: targets from answers, the recomputed attention, packed rows, and a training run."""
+
+import pytest
+import torch
+from PIL import Image
+
+from sphinx_vi.data import Sample, SampleEncoder, collate, collate_packed
+from sphinx_vi.train.box_attention import BoxAttention
+from sphinx_vi.vision.mixed import visual_token_boxes
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "scene.png"
+    Image.new("RGB", (64, 64), (240, 240, 240)).save(path)
+    return path
+
+
+def _chat(image, question, answer, task="rec"):
+    return Sample(task, [{"role": "user", "content": f"<image>\n{question}"}, {"role": "assistant", "content": answer}],
+                  [image], task=task)
+
+
+def test_visual_token_boxes_follow_the_view_layout(tiny):
+    vc = tiny.model.vision.config
+    boxes = visual_token_boxes(vc)
+    g = vc.grid_size // (2 if vc.merge_2x2 else 1)
+    assert boxes.shape == (vc.tokens_per_image, 4)
+    assert int((~boxes.isnan().any(-1)).sum()) == vc.num_views * g * g  # markers, queries, cls cover no cell
+    first = int(vc.image_markers) + vc.qformer_spec.num_queries + int(vc.cls_token)
+    torch.testing.assert_close(boxes[first], torch.tensor([0.0, 0.0, 1 / g, 1 / g]))  # global view, top-left
+    second_view = vc.tokens_per_view + first  # crop (0, 0) of the K×K grid covers [0, 1/K]²
+    torch.testing.assert_close(boxes[second_view], torch.tensor([0.0, 0.0, 1 / (vc.views_grid * g), 1 / (vc.views_grid * g)]))
+
+
+def test_targets_guide_one_box_answers_and_questions_only(tiny, image):
+    enc = SampleEncoder(tiny.processor)
+    samples = [
+        _chat(image, "Tìm: hình tròn màu đỏ.", "[0.00,0.00,0.30,0.30]"),  # REC: the answer's box
+        _chat(image, "Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông màu xanh lá", task="reg"),  # REG: the question's box
+        _chat(image, "Phát hiện các hình tròn.", "<p>hình tròn</p> [0.0,0.0,0.2,0.2;0.5,0.5,0.7,0.7]", task="detection"),
+        Sample("t", [{"role": "user", "content": "Xin chào [0.1,0.1,0.2,0.2]"}, {"role": "assistant", "content": "[0.1,0.1,0.2,0.2]"}]),
+    ]
+    batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
+    guide = BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [0, -1], 2)
+    try:
+        query, focus = guide.targets(batch["input_ids"], batch["labels"])
+    finally:
+        guide.remove()
+    labelled = batch["labels"] != -100
+    predicts_label = torch.zeros_like(labelled)
+    predicts_label[:, :-1] = labelled[:, 1:]
+    assert torch.equal(query[0], predicts_label[0]) and torch.equal(query[1], predicts_label[1])
+    assert not query[2].any() and not query[3].any()  # two boxes; no image
+    boxes = visual_token_boxes(tiny.model.vision.config)
+    image_pos = (batch["input_ids"][0] == tiny.model.config.image_token_id).nonzero().flatten()
+    q0 = int(query[0].nonzero()[0])
+    looked_at = boxes[(focus[0, q0, image_pos]).nonzero().flatten()]
+    assert len(looked_at) > 0 and (looked_at[:, 0] < 0.30).all() and (looked_at[:, 1] < 0.30).all()
+    inside = (boxes[:, 0] < 0.3) & (boxes[:, 1] < 0.3)  # every token touching the box is a target
+    assert int(focus[0, q0].sum()) == int(inside.sum())
+    q1 = int(query[1].nonzero()[0])
+    assert (boxes[focus[1, q1, image_pos].nonzero().flatten()][:, 2] > 0.6).all()
+
+
+def test_hook_loss_is_minus_log_attention_mass_of_the_real_heads(tiny, image):
+    """The hook's recomputed attention equals the model's own (eager, output_attentions) per guided head."""
+    model = tiny.model
+    enc = SampleEncoder(tiny.processor)
+    batch = collate([enc(_chat(image, "Tìm: ngôi sao.", "[0.50,0.00,1.00,0.50]")),
+                     enc(_chat(image, "Tìm: hình thoi dài hơn.", "[0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
+    guide = BoxAttention(model, tiny.processor.tokenizer, model.config.image_token_id, [1], 3)  # 3 of 4 heads, 2 kv heads
+    query, focus = guide.targets(batch["input_ids"], batch["labels"])
+    before = model.language_model.config._attn_implementation
+    model.language_model.set_attn_implementation("eager")
+    try:
+        guide.use_targets(query, focus)
+        with torch.enable_grad():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
+                        output_attentions=True)
+        loss = guide.pop_loss()
+    finally:
+        guide.remove()
+        model.language_model.set_attn_implementation(before)
+    probs = out.attentions[1][:, :3]  # (B, 3, L, L)
+    b, q = query.nonzero(as_tuple=True)
+    mass = (probs[b, :, q] * focus[b, q].unsqueeze(1)).sum(-1)  # (Q, 3)
+    expected = -mass.log().mean(-1).sum()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-4)
+    assert loss.requires_grad and guide.pop_loss() is None  # consumed; hooks removed
+
+
+def test_packed_rows_give_the_same_box_loss_as_padded_ones(tiny, image):
+    model = tiny.model
+    enc = SampleEncoder(tiny.processor)
+    encoded = [enc(_chat(image, "Tìm: ngôi sao.", "[0.50,0.00,1.00,0.50]")),
+               enc(_chat(image, "Vùng [0.1,0.1,0.4,0.4] là gì?", "hình tròn", task="reg"))]
+    pad = tiny.processor.tokenizer.pad_token_id
+    losses = []
+    for batch in (collate(encoded, pad), collate_packed(encoded, pad, capacity=4096)):
+        guide = BoxAttention(model, tiny.processor.tokenizer, model.config.image_token_id, [0, 1], 2)
+        try:
+            query, focus = guide.targets(batch["input_ids"], batch["labels"], batch.get("position_ids"))
+            guide.use_targets(query, focus, batch.get("position_ids"))
+            inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "labels"}
+            with torch.enable_grad():
+                model(**inputs)
+            losses.append((int(query.sum()), guide.pop_loss()))
+        finally:
+            guide.remove()
+    assert losses[1][1] is not None and batch["input_ids"].shape[0] == 1  # both samples in one packed row
+    assert losses[0][0] == losses[1][0]
+    torch.testing.assert_close(losses[0][1], losses[1][1], rtol=1e-4, atol=1e-4)
+
+
+def test_guide_rejects_layers_and_heads_the_model_lacks(tiny):
+    with pytest.raises(ValueError, match="2-layer"):
+        BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [5], 1)
+    with pytest.raises(ValueError, match="box_attention_heads"):
+        BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [0], 9)
