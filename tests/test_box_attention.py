@@ -33,12 +33,13 @@ def test_visual_token_boxes_follow_the_view_layout(tiny):
     torch.testing.assert_close(boxes[second_view], torch.tensor([0.0, 0.0, 1 / (vc.views_grid * g), 1 / (vc.views_grid * g)]))
 
 
-def test_targets_guide_one_box_answers_and_questions_only(tiny, image):
+def test_targets_guide_every_box_and_point_to_its_own_cells(tiny, image):
     enc = SampleEncoder(tiny.processor)
     samples = [
         _chat(image, "Tìm: hình tròn màu đỏ.", "[0.00,0.00,0.30,0.30]"),  # REC: the answer's box
         _chat(image, "Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông màu xanh lá", task="reg"),  # REG: the question's box
-        _chat(image, "Phát hiện các hình tròn.", "<p>hình tròn</p> [0.0,0.0,0.2,0.2;0.5,0.5,0.7,0.7]", task="detection"),
+        _chat(image, "Phát hiện các hình tròn.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
+        _chat(image, "Các khớp?", "<p>nose</p> [0.10,0.90], <p>left eye</p> [0.90,0.10]", task="keypoints"),
         Sample("t", [{"role": "user", "content": "Xin chào [0.1,0.1,0.2,0.2]"}, {"role": "assistant", "content": "[0.1,0.1,0.2,0.2]"}]),
     ]
     batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
@@ -47,20 +48,30 @@ def test_targets_guide_one_box_answers_and_questions_only(tiny, image):
         query, focus = guide.targets(batch["input_ids"], batch["labels"])
     finally:
         guide.remove()
-    labelled = batch["labels"] != -100
-    predicts_label = torch.zeros_like(labelled)
-    predicts_label[:, :-1] = labelled[:, 1:]
-    assert torch.equal(query[0], predicts_label[0]) and torch.equal(query[1], predicts_label[1])
-    assert not query[2].any() and not query[3].any()  # two boxes; no image
+    tok = tiny.processor.tokenizer
     boxes = visual_token_boxes(tiny.model.vision.config)
     image_pos = (batch["input_ids"][0] == tiny.model.config.image_token_id).nonzero().flatten()
-    q0 = int(query[0].nonzero()[0])
-    looked_at = boxes[(focus[0, q0, image_pos]).nonzero().flatten()]
-    assert len(looked_at) > 0 and (looked_at[:, 0] < 0.30).all() and (looked_at[:, 1] < 0.30).all()
-    inside = (boxes[:, 0] < 0.3) & (boxes[:, 1] < 0.3)  # every token touching the box is a target
-    assert int(focus[0, q0].sum()) == int(inside.sum())
-    q1 = int(query[1].nonzero()[0])
-    assert (boxes[focus[1, q1, image_pos].nonzero().flatten()][:, 2] > 0.6).all()
+
+    def predicted(b):  # the text of the tokens the guided positions of row b predict
+        return tok.decode(batch["input_ids"][b][query[b].nonzero().flatten() + 1])
+
+    def cells(b, text):  # boxes of the cells the query predicting the first token after `text` looks at
+        ids = batch["input_ids"][b].tolist()
+        q = [p for p in query[b].nonzero().flatten().tolist() if text in tok.decode(ids[: p + 2])][0]
+        return boxes[focus[b, q, image_pos].nonzero().flatten()]
+
+    assert predicted(0).replace(" ", "") == "[0.00,0.00,0.30,0.30]"  # the box's tokens, not the end of turn
+    rec = cells(0, "[")
+    assert len(rec) > 0 and (rec[:, 0] < 0.30).all() and (rec[:, 1] < 0.30).all()
+    assert len(rec) == int(((boxes[:, 0] < 0.3) & (boxes[:, 1] < 0.3)).sum())  # every token touching the box
+    assert "hình vuông" in predicted(1)  # REG: the whole answer
+    reg_q = int(query[1].nonzero()[0])
+    assert (boxes[focus[1, reg_q, image_pos].nonzero().flatten()][:, 2] > 0.6).all()
+    first, second = cells(2, "[0"), cells(2, ";0")
+    assert (first[:, 0] < 0.2).all() and (second[:, 2] > 0.7).all()  # each box of a list looks at its own region
+    nose, eye = cells(3, "[0"), cells(3, "eye</p> [0")
+    assert (nose[:, 1] < 0.9).all() and (nose[:, 3] >= 0.9).all() and (eye[:, 0] <= 0.9).all() and (eye[:, 2] > 0.9).all()
+    assert not query[4].any()  # no image: nothing to look at
 
 
 def test_hook_loss_is_minus_log_attention_mass_of_the_real_heads(tiny, image):

@@ -18,22 +18,16 @@ have the layer's weights gathered.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from transformers.models.mistral.modeling_mistral import apply_rotary_pos_emb
 
 from ..data import IGNORE_INDEX
-from ..grounding.grammar import parse
+
+_NUMBER = re.compile(r"\d*\.?\d+")
 from ..vision.mixed import visual_token_boxes
-
-_UNIT = 1000  # boxes are parsed on a 1000×1000 square, then divided: normalised square coordinates
-
-
-def one_box(text: str) -> torch.Tensor | None:
-    """The single box `text` writes, as normalised (x1, y1, x2, y2); None for no box or several."""
-    boxes = parse(text, (_UNIT, _UNIT)).boxes
-    return torch.tensor(boxes[0], dtype=torch.float32) / _UNIT if len(boxes) == 1 else None
-
 
 class BoxAttention:
     """Hooks on the LLM's attention layers: `targets` of a batch, `use_targets` before its forward, `pop_loss` after."""
@@ -55,9 +49,36 @@ class BoxAttention:
         self._sums: list[torch.Tensor] = []
 
     # --- targets ----------------------------------------------------------------------------
+    def _cells(self, values: list[float]) -> torch.Tensor:
+        """(T_img,) bool: visual tokens overlapping box (x1, y1, x2, y2), or containing point (x, y)."""
+        tb = self.token_boxes
+        if len(values) == 2:
+            values = [values[0], values[1], values[0], values[1]]
+            return (tb[:, 0] <= values[2]) & (tb[:, 2] > values[0]) & (tb[:, 1] <= values[3]) & (tb[:, 3] > values[1])
+        x1, y1, x2, y2 = min(values[0], values[2]), min(values[1], values[3]), max(values[0], values[2]), max(values[1], values[3])
+        return (tb[:, 0] < x2) & (tb[:, 2] > x1) & (tb[:, 1] < y2) & (tb[:, 3] > y1)  # NaN rows compare False
+
+    def coordinate_groups(self, ids: list[int]) -> list[tuple[int, int, list[float]]]:
+        """Token spans [i, j) of `ids` that write one box or point (`[..]`, `;` between several), with its values."""
+        pieces = [self.tokenizer.decode([i]) for i in ids]
+        groups, start = [], None
+        for k, piece in enumerate(pieces):
+            if "[" in piece:
+                start = k
+            if start is not None and (";" in piece or "]" in piece):
+                values = [float(v) for v in _NUMBER.findall("".join(pieces[start : k + 1]).split("[")[-1])]
+                if len(values) in (2, 4) and all(0.0 <= v <= 1.0 for v in values):
+                    groups.append((start, k + 1, values))
+                start = k + 1 if ";" in piece else None
+        return groups
+
     def targets(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None = None):
         """(B, L) ids and labels → query (B, L) bool: positions that predict a guided answer token;
-        focus (B, L, L) bool: for each such query, the visual tokens inside its box."""
+        focus (B, L, L) bool: for each such query, the visual tokens it should look at.
+
+        Every box or point an answer writes guides the positions that predict its tokens to the
+        tokens it covers; an answer that writes none is guided as a whole by the question's box if
+        the question gives exactly one (REG)."""
         B, L = input_ids.shape
         query = torch.zeros(B, L, dtype=torch.bool)
         focus = torch.zeros(B, L, L, dtype=torch.bool)
@@ -65,13 +86,11 @@ class BoxAttention:
         for b in range(B):
             ids, lab = input_ids[b].tolist(), labels[b].tolist()
             segment_starts = [0] if starts is None else starts[b].nonzero().flatten().tolist() or [0]
-            bounds = list(zip(segment_starts, segment_starts[1:] + [L]))
-            for s0, s1 in bounds:  # one sample (a packed row holds several)
-                images = [t for t in range(s0, s1) if ids[t] == self.image_token_id]
+            for s0, s1 in zip(segment_starts, segment_starts[1:] + [L]):  # one sample (a packed row holds several)
+                images = torch.tensor([t for t in range(s0, s1) if ids[t] == self.image_token_id])
                 if len(images) != len(self.token_boxes):
                     continue  # no image, or several: not guided
-                prompt_from = s0
-                t = s0
+                prompt_from, t = s0, s0
                 while t < s1:
                     if lab[t] == IGNORE_INDEX:
                         t += 1
@@ -79,20 +98,15 @@ class BoxAttention:
                     end = t
                     while end < s1 and lab[end] != IGNORE_INDEX:
                         end += 1
-                    answer = self.tokenizer.decode(ids[t:end])
-                    question = self.tokenizer.decode([i for i in ids[prompt_from:t] if i != self.image_token_id])
-                    written = parse(answer, (_UNIT, _UNIT)).boxes
-                    if len(written) == 1:
-                        box = torch.tensor(written[0], dtype=torch.float32) / _UNIT
-                    else:  # no box written: REG, keypoints in a region are about the question's one box
-                        box = one_box(question) if not written else None
-                    if box is not None:
-                        inside = ((self.token_boxes[:, 0] < box[2]) & (self.token_boxes[:, 2] > box[0])
-                                  & (self.token_boxes[:, 1] < box[3]) & (self.token_boxes[:, 3] > box[1]))  # NaN → False
-                        keys = torch.tensor(images)[inside]
-                        rows = torch.arange(max(t - 1, s0), end - 1)  # position p predicts token p + 1
+                    spans = [(t + i, t + j, v) for i, j, v in self.coordinate_groups(ids[t:end])]
+                    if not spans:
+                        question = [i for i in ids[prompt_from:t] if i != self.image_token_id]
+                        given = self.coordinate_groups(question)
+                        spans = [(t, end, given[0][2])] if len(given) == 1 and len(given[0][2]) == 4 else []
+                    for i, j, values in spans:
+                        rows = torch.arange(max(i - 1, s0), j - 1)  # position p predicts token p + 1
                         query[b, rows] = True
-                        focus[b, rows.unsqueeze(1), keys.unsqueeze(0)] = True
+                        focus[b, rows.unsqueeze(1), images[self._cells(values)].unsqueeze(0)] = True
                     prompt_from, t = end, end
         return query, focus
 

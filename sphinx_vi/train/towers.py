@@ -137,9 +137,10 @@ class TowerProbes(nn.Module):
             if self.digit_heads and digits is not None and (digits >= 0).any():
                 d_logits = logits[..., nc + nk:].unflatten(-1, (8, 10))  # (B, G², 8, 10)
                 total = total + F.cross_entropy(d_logits.flatten(0, 2), digits.flatten(), ignore_index=-100)
-                tenths = digits[..., 0::2] >= 0  # (B, G², 4)
-                hit = d_logits[..., 0::2, :].argmax(-1) == digits[..., 0::2]
-                stats[f"{name}_tenths_acc"] = hit[tenths].float().mean().item()
+                known = digits[..., 0::2] >= 0  # (B, G², 4)
+                guess = d_logits.argmax(-1)  # (B, G², 8)
+                stats[f"{name}_tenths_acc"] = (guess[..., 0::2] == digits[..., 0::2])[known].float().mean().item()
+                stats[f"{name}_hundredths_acc"] = (guess[..., 1::2] == digits[..., 1::2])[known].float().mean().item()
         return total, stats
 
 
