@@ -250,3 +250,25 @@ def test_stage2_with_box_attention_logs_the_guided_mass_and_saves_a_stock_model(
         _cfg(world, tmp_path / "x", box_attention=1.0, gradient_checkpointing=True)
     with pytest.raises(ValueError, match="loss weight"):
         _cfg(world, tmp_path / "x", box_attention=-1.0)
+
+
+def test_stage0_people_scenes_label_figures_and_keypoints():
+    import random
+
+    from sphinx_vi.data.world.shapes import WorldConfig
+    from sphinx_vi.train.towers import PERSON_KIND, scene_batch
+    from sphinx_vi.views import ViewConfig
+
+    views = ViewConfig(grid=2, resolution=64)
+    scenes = scene_batch(random.Random(3), 2, WorldConfig(), views, (0, 0, 0), grid=8, people_rate=1.0)
+    V = views.num_views
+    assert scenes.pixels.shape == (2 * V, 3, 64, 64) and scenes.keypoint.shape == (2 * V, 64)
+    person = scenes.instance > 0
+    assert person.any() and set(scenes.kind[person].unique().tolist()) == {PERSON_KIND}
+    assert (scenes.kind[~person] == 0).all() and (scenes.colour == 0).all()
+    dark = scenes.pixels.mean(1) < 0.75  # figures are drawn in dark colours on a light background
+    assert dark[person].float().mean() > 0.5
+    labelled = scenes.keypoint > 0
+    assert labelled[::V].sum() >= 5  # the global view sees most visible keypoints
+    assert ((scenes.keypoint_digits >= 0).all(-1) == labelled).all()  # digits exactly where a keypoint is
+    assert scenes.keypoint.max() <= 17

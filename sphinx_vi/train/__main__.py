@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--data", default=None, help="accepted for symmetry with the stages; unused")
     m.add_argument("--max-steps", default=None, help="accepted for symmetry; unused")
     m.add_argument("--seed", default=None, help="accepted for symmetry; unused")
-    t = sub.add_parser("towers", help="stage 0 for random-init towers: dense colour/kind labels from the synthetic world")
+    t = sub.add_parser("towers", help="stage 0 for random-init towers: dense colour/kind/box-digit labels from the synthetic world")
     t.add_argument("--out", required=True)
     t.add_argument("--model", default="tiny-shapes")
     t.add_argument("--init-seed", type=int, default=0)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
         cfg = load_config(args.config, overrides, stage=args.command)
         (stage1 if cfg.stage == "stage1" else stage2)(cfg)
-    except (ValueError, FileNotFoundError, DataDirError, LineageMismatchError, TooManyBadRowsError) as err:
+    except (ValueError, FileNotFoundError, FloatingPointError, DataDirError, LineageMismatchError, TooManyBadRowsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

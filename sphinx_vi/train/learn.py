@@ -2,8 +2,10 @@
 
     python -m sphinx_vi.train.learn --out reports/learning
 
-synthetic world (train seed 0, held-out seed 1) → stage 1 on real captions and on synthetic
-captions (same base) → merge (β = 0.5) → stage 2 → evaluation on the held-out seed, with REC
+synthetic world (train seed 0, held-out seed 1) → stage 0 (the random-init towers learn to name
+colour, kind and box digits under every grid token; the base both stage-1 runs share) → stage 1 on
+real captions and on synthetic captions, towers frozen → merge (β = 0.5) → stage 2 with box-guided
+attention → evaluation on the held-out seed, with REC
 curves over stage-2 checkpoints. Ablations (unless --no-ablations): stage 2 from each single
 stage-1 model (shorter, all three at the same budget), and stage 1 with text-only mixing off
 (held-out text loss). Writes eval.json, loss curves, eval curves and README.md under --out, and
@@ -27,6 +29,7 @@ from ..eval.runner import evaluate, format_report
 from .config import load_config
 from .merge import merge
 from .recipes import stage1, stage2
+from .towers import TowerPretrainConfig, pretrain_towers
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "train" / "configs"
@@ -74,7 +77,7 @@ def _plot_curve(rows: list[dict], baseline: float, out: Path) -> None:
 
 
 def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limit: int, ablations: bool,
-        embed: bool, stage2_steps: int | None, ablation_steps: int) -> dict:
+        embed: bool, stage2_steps: int | None, ablation_steps: int, stage0_steps: int = 1500) -> dict:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -91,10 +94,15 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
     lap("synthesize", t)
 
     t = time.perf_counter()
-    real = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_real"), captions="real", seed=1))
+    base = pretrain_towers(TowerPretrainConfig(steps=stage0_steps), work / "stage0")
+    lap("stage0", t)
+
+    t = time.perf_counter()
+    real = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_real"), captions="real", seed=1, init=str(base)))
     lap("stage1_real", t)
     t = time.perf_counter()
-    synth = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic"), captions="synthetic", seed=2))
+    synth = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic"), captions="synthetic", seed=2,
+                           init=str(base)))
     lap("stage1_synthetic", t)
     merged = merge(real, synth, 0.5, work / "merged")
 
@@ -120,7 +128,7 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
     result.update({"rec_examples": report.get("_rec_examples", []), "rec_curve": curve,
                    "main_pipeline_minutes": round(main_minutes, 1), "timings_s": timings,
                    "train_images": train_images, "heldout_images": heldout_images, "eval_limit": eval_limit,
-                   "stage2_steps": cfg2.max_steps})
+                   "stage2_steps": cfg2.max_steps, "stage0_steps": stage0_steps})
 
     if ablations:
         abl: dict = {}
@@ -134,7 +142,7 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
             lap(f"ablation_stage2_{name}", t)
         t = time.perf_counter()
         no_text = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic_no_text"),
-                                 captions="synthetic", seed=2, text_loss_weight=0.0))
+                                 captions="synthetic", seed=2, text_loss_weight=0.0, init=str(base)))
         abl["stage1_text_loss_heldout"] = {
             "with_text_mixing": evaluate(SphinxVi.from_pretrained(synth), heldout, limit=eval_limit, tasks=[])["text_loss"],
             "without_text_mixing": evaluate(SphinxVi.from_pretrained(no_text), heldout, limit=eval_limit, tasks=[])["text_loss"],
@@ -174,7 +182,8 @@ def summary_markdown(r: dict) -> str:
         "# Proof that it learns (tiny-shapes, CPU, from scratch)",
         "",
         "Made by `.venv/bin/python -m sphinx_vi.train.learn --out reports/learning --embed` on a 2-core CPU "
-        f"(main pipeline {r['main_pipeline_minutes']} min: synthesize → stage 1 real → stage 1 synthetic → merge β=0.5 → "
+        f"(main pipeline {r['main_pipeline_minutes']} min: synthesize → stage 0 towers ({r.get('stage0_steps')} steps) → "
+        "stage 1 real → stage 1 synthetic → merge β=0.5 → "
         f"stage 2 ({r['stage2_steps']} steps) → eval on held-out seed 1, {r['eval_limit']} samples per task).",
         "",
         "| metric | model | trivial baseline | baseline is |",
@@ -208,6 +217,7 @@ def main() -> None:
     p.add_argument("--train-images", type=int, default=4000)
     p.add_argument("--heldout-images", type=int, default=500)
     p.add_argument("--eval-limit", type=int, default=400, help="held-out samples per task")
+    p.add_argument("--stage0-steps", type=int, default=1500, help="stage-0 tower steps")
     p.add_argument("--stage2-steps", type=int, default=None, help="override tiny_stage2.yaml's max_steps")
     p.add_argument("--ablation-steps", type=int, default=600)
     p.add_argument("--no-ablations", action="store_true")
@@ -215,7 +225,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(2)
     run(args.out, args.work, args.train_images, args.heldout_images, args.eval_limit, not args.no_ablations,
-        args.embed, args.stage2_steps, args.ablation_steps)
+        args.embed, args.stage2_steps, args.ablation_steps, args.stage0_steps)
 
 
 if __name__ == "__main__":

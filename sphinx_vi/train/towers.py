@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
@@ -28,12 +29,15 @@ from tqdm import tqdm
 
 from ..api import SphinxVi
 from ..data.world.language import COLOURS, KINDS
+from ..data.world.people import Person, draw_people, sample_people
 from ..data.world.shapes import WorldConfig, background, draw_shapes, sample_shapes
+from ..grounding.keypoints import COCO_KEYPOINTS
 from ..views import ViewConfig, make_views
 from .lineage import fingerprint, write_lineage
 
 COLOUR_INDEX = {c.en: i + 1 for i, c in enumerate(COLOURS)}  # 0 = background
 KIND_INDEX = {k.en: i + 1 for i, k in enumerate(KINDS)}
+PERSON_KIND = len(KINDS) + 1  # people scenes: the kind of a stick figure's pixels
 
 
 @dataclass
@@ -49,6 +53,7 @@ class TowerPretrainConfig:
     seed: int = 0  # scene sampling
     max_objects: int = 4
     box_digits: bool = True  # also train the per-token box-digit heads
+    people_rate: float = 0.25  # share of scenes with stick-figure people (keypoint class + point digits per token)
 
 
 def _label_views(labels: Image.Image, views: ViewConfig) -> torch.Tensor:
@@ -57,11 +62,10 @@ def _label_views(labels: Image.Image, views: ViewConfig) -> torch.Tensor:
     return (cut[:, 0] * 255).round().long()
 
 
-def box_digits(box: tuple[float, float, float, float], size: int, frame: tuple[float, float, float]) -> list[int]:
-    """Pixel box → the 8 digits the grammar writes for it in `frame` (tenths, hundredths of x1, y1, x2, y2)."""
-    x0, y0, span = frame
+def coordinate_digits(values: list[float], origins: list[float], span: float, size: int) -> list[int]:
+    """Pixel coordinates → the digits the grammar writes for them in a view frame (tenths, hundredths each)."""
     digits = []
-    for value, origin in zip(box, (x0, y0, x0, y0)):
+    for value, origin in zip(values, origins):
         u = min(max((value / size - origin) / span, 0.0), 0.999)
         text = f"{u:.2f}"  # as `grammar._fmt` writes it: "0.xy" (1.00 is folded into 0.99)
         text = "0.99" if text.startswith("1") else text
@@ -69,28 +73,84 @@ def box_digits(box: tuple[float, float, float, float], size: int, frame: tuple[f
     return digits
 
 
-def scene_batch(rng: random.Random, n: int, world: WorldConfig, views: ViewConfig, fill: tuple[int, int, int]):
-    """n random scenes → views (n·V, 3, R, R), colour, kind and instance labels (n·V, R, R) and
-    the digits of every instance's box in each view's frame (n·V, 1 + max_objects, 8), row 0 unused."""
-    pixels, colours, kinds, instances, digits = [], [], [], [], []
+def box_digits(box: tuple[float, float, float, float], size: int, frame: tuple[float, float, float]) -> list[int]:
+    """Pixel box → the 8 digits the grammar writes for it in `frame` (tenths, hundredths of x1, y1, x2, y2)."""
+    x0, y0, span = frame
+    return coordinate_digits(list(box), [x0, y0, x0, y0], span, size)
+
+
+@dataclass
+class SceneBatch:
+    """Views of n random scenes and their dense labels (per view: V = views per scene)."""
+
+    pixels: torch.Tensor  # (n·V, 3, R, R)
+    colour: torch.Tensor  # (n·V, R, R) colour index, 0 = none
+    kind: torch.Tensor  # (n·V, R, R) kind index (people: PERSON_KIND), 0 = none
+    instance: torch.Tensor  # (n·V, R, R) object index, 0 = none
+    box_table: torch.Tensor  # (n·V, 1 + M, 8) digits of each object's box in the view's frame, row 0 unused
+    keypoint: torch.Tensor  # (n·V, G²) COCO keypoint index + 1 of a visible keypoint in the cell, 0 = none
+    keypoint_digits: torch.Tensor  # (n·V, G², 4) digits of that keypoint (x, y) in the view's frame, -100 = none
+
+
+def _people_scene(rng: random.Random, world: WorldConfig, maps: dict[str, Image.Image]) -> tuple[Image.Image, list]:
+    """Stick figures like the world's keypoint scenes; their pixels labelled in `maps` (kind = PERSON_KIND)."""
+    img = background(rng, world)
+    people = sample_people(rng, world.size, rng.randint(1, 2))
+    state = rng.getstate()
+    ghosts = [Person(dict(p.keypoints), p.box, (i + 1,) * 3) for i, p in enumerate(people)]
+    draw_people(img, people, rng)  # marks keypoints behind the occluding board as v=1
+    labels = Image.new("RGB", img.size, (0, 0, 0))
+    replay = random.Random()
+    replay.setstate(state)
+    draw_people(labels, ghosts, replay)  # the same figures and boards, in label colours
+    arr = torch.from_numpy(np.asarray(labels, dtype=np.uint8).copy())  # (H, W, 3)
+    index = torch.where((arr[..., 0] == arr[..., 1]) & (arr[..., 1] == arr[..., 2]), arr[..., 0], torch.zeros_like(arr[..., 0]))
+    index = torch.where(index <= len(people), index, torch.zeros_like(index))  # the grey board is not a person
+    maps["instance"] = Image.fromarray(index.numpy().astype(np.uint8), mode="L")
+    maps["kind"] = Image.fromarray(((index > 0).numpy() * PERSON_KIND).astype(np.uint8), mode="L")
+    return img, people
+
+
+def scene_batch(rng: random.Random, n: int, world: WorldConfig, views: ViewConfig, fill: tuple[int, int, int],
+                grid: int = 8, people_rate: float = 0.0) -> SceneBatch:
+    """n random scenes (shapes, or people with probability `people_rate`) and their dense labels."""
+    pixels, colours, kinds, instances, tables, keypoints, keypoint_digits = [], [], [], [], [], [], []
     frames = views.frames
     for _ in range(n):
-        shapes = sample_shapes(rng, world)
-        img = draw_shapes(background(rng, world), shapes)
-        maps = {name: Image.new("L", img.size, 0) for name in ("colour", "kind", "instance")}
+        maps = {name: Image.new("L", (world.size, world.size), 0) for name in ("colour", "kind", "instance")}
         table = torch.zeros(len(frames), 1 + world.max_objects, 8, dtype=torch.long)
-        for i, s in enumerate(shapes):  # drawn in the same order, so later shapes cover earlier ones as in the image
-            ImageDraw.Draw(maps["colour"]).polygon(s.polygon, fill=COLOUR_INDEX[s.colour.en])
-            ImageDraw.Draw(maps["kind"]).polygon(s.polygon, fill=KIND_INDEX[s.kind.en])
-            ImageDraw.Draw(maps["instance"]).polygon(s.polygon, fill=i + 1)
-            for v, frame in enumerate(frames):
-                table[v, i + 1] = torch.tensor(box_digits(s.box, world.size, frame))
+        kp = torch.zeros(len(frames), grid * grid, dtype=torch.long)
+        kp_digits = torch.full((len(frames), grid * grid, 4), -100, dtype=torch.long)
+        if rng.random() < people_rate:
+            img, people = _people_scene(rng, world, maps)
+            for i, p in enumerate(people):
+                for v, (x0, y0, span) in enumerate(frames):
+                    table[v, i + 1] = torch.tensor(box_digits(p.box, world.size, (x0, y0, span)))
+                    for k, name in enumerate(COCO_KEYPOINTS):
+                        x, y, visible = p.keypoints[name]
+                        u, w = (x / world.size - x0) / span, (y / world.size - y0) / span
+                        if visible == 2 and 0 <= u < 1 and 0 <= w < 1:
+                            cell = int(w * grid) * grid + int(u * grid)
+                            kp[v, cell] = k + 1
+                            kp_digits[v, cell] = torch.tensor(coordinate_digits([x, y], [x0, y0], span, world.size))
+        else:
+            shapes = sample_shapes(rng, world)
+            img = draw_shapes(background(rng, world), shapes)
+            for i, s in enumerate(shapes):  # drawn in the same order, so later shapes cover earlier ones as in the image
+                ImageDraw.Draw(maps["colour"]).polygon(s.polygon, fill=COLOUR_INDEX[s.colour.en])
+                ImageDraw.Draw(maps["kind"]).polygon(s.polygon, fill=KIND_INDEX[s.kind.en])
+                ImageDraw.Draw(maps["instance"]).polygon(s.polygon, fill=i + 1)
+                for v, frame in enumerate(frames):
+                    table[v, i + 1] = torch.tensor(box_digits(s.box, world.size, frame))
         pixels.append(make_views(img, views, fill))
         colours.append(_label_views(maps["colour"], views))
         kinds.append(_label_views(maps["kind"], views))
         instances.append(_label_views(maps["instance"], views))
-        digits.append(table)
-    return torch.cat(pixels), torch.cat(colours), torch.cat(kinds), torch.cat(instances), torch.cat(digits)
+        tables.append(table)
+        keypoints.append(kp)
+        keypoint_digits.append(kp_digits)
+    return SceneBatch(torch.cat(pixels), torch.cat(colours), torch.cat(kinds), torch.cat(instances), torch.cat(tables),
+                      torch.cat(keypoints), torch.cat(keypoint_digits))
 
 
 def cell_box_digits(instances: torch.Tensor, table: torch.Tensor, grid: int, min_cover: float = 0.15) -> torch.Tensor:
@@ -110,23 +170,27 @@ def _soft_targets(labels: torch.Tensor, classes: int, grid: int) -> torch.Tensor
 
 
 class TowerProbes(nn.Module):
-    """One linear probe per tower (colour, kind and, optionally, 8 ten-way box digits) on its
-    tokens resized to the common G×G grid."""
+    """One linear probe per tower on its tokens resized to the common G×G grid: colour, kind,
+    8 ten-way box digits, and, for people, which keypoint lies in the token and its 4 point digits."""
 
     def __init__(self, widths: dict[str, int], box_digits: bool = True) -> None:
         super().__init__()
-        self.classes = (len(COLOURS) + 1, len(KINDS) + 1)
+        self.classes = (len(COLOURS) + 1, PERSON_KIND + 1)
         self.digit_heads = 8 if box_digits else 0
-        out = sum(self.classes) + 10 * self.digit_heads
+        self.keypoint_classes = len(COCO_KEYPOINTS) + 1
+        out = sum(self.classes) + 10 * self.digit_heads + self.keypoint_classes + 40
         self.heads = nn.ModuleDict({name: nn.Linear(w, out) for name, w in widths.items()})
 
     def loss(self, features: dict[str, torch.Tensor], colour: torch.Tensor, kind: torch.Tensor,
-             digits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """features: name → (B, G², C); colour/kind: (B, G², classes) soft targets; digits: (B, G², 8), -100 = none."""
+             digits: torch.Tensor | None = None, keypoint: torch.Tensor | None = None,
+             keypoint_digits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """features: name → (B, G², C); colour/kind: (B, G², classes) soft targets; digits: (B, G², 8);
+        keypoint: (B, G²) class; keypoint_digits: (B, G², 4); -100 = no target."""
         total, stats = 0.0, {}
         nc, nk = self.classes
+        nd, nkp = 10 * self.digit_heads, self.keypoint_classes
         for name, feats in features.items():
-            logits = self.heads[name](feats)  # (B, G², nc + nk + 80)
+            logits = self.heads[name](feats)  # (B, G², nc + nk + 80 + 18 + 40)
             lc = -(colour * logits[..., :nc].log_softmax(-1)).sum(-1).mean()
             lk = -(kind * logits[..., nc:nc + nk].log_softmax(-1)).sum(-1).mean()
             total = total + lc + lk
@@ -135,12 +199,21 @@ class TowerProbes(nn.Module):
                 stats[f"{name}_colour_acc"] = (logits[..., :nc].argmax(-1) == colour.argmax(-1))[fg].float().mean().item()
                 stats[f"{name}_kind_acc"] = (logits[..., nc:nc + nk].argmax(-1) == kind.argmax(-1))[fg].float().mean().item()
             if self.digit_heads and digits is not None and (digits >= 0).any():
-                d_logits = logits[..., nc + nk:].unflatten(-1, (8, 10))  # (B, G², 8, 10)
+                d_logits = logits[..., nc + nk:nc + nk + nd].unflatten(-1, (8, 10))  # (B, G², 8, 10)
                 total = total + F.cross_entropy(d_logits.flatten(0, 2), digits.flatten(), ignore_index=-100)
                 known = digits[..., 0::2] >= 0  # (B, G², 4)
                 guess = d_logits.argmax(-1)  # (B, G², 8)
                 stats[f"{name}_tenths_acc"] = (guess[..., 0::2] == digits[..., 0::2])[known].float().mean().item()
                 stats[f"{name}_hundredths_acc"] = (guess[..., 1::2] == digits[..., 1::2])[known].float().mean().item()
+            people = keypoint is not None and keypoint_digits is not None and (keypoint_digits >= 0).any()
+            if people:
+                k_logits = logits[..., nc + nk + nd:nc + nk + nd + nkp]  # (B, G², 18)
+                in_people = (keypoint_digits >= 0).all(-1).any(-1, keepdim=True).expand_as(keypoint)  # views showing a keypoint
+                total = total + F.cross_entropy(k_logits[in_people], keypoint[in_people])
+                p_logits = logits[..., nc + nk + nd + nkp:].unflatten(-1, (4, 10))  # (B, G², 4, 10)
+                total = total + F.cross_entropy(p_logits.flatten(0, 2), keypoint_digits.flatten(), ignore_index=-100)
+                has = keypoint > 0
+                stats[f"{name}_keypoint_acc"] = (k_logits.argmax(-1) == keypoint)[has].float().mean().item()
         return total, stats
 
 
@@ -167,10 +240,14 @@ def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
     log, t0 = [], time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="stage0 towers", dynamic_ncols=True)
     for step in bar:
-        pixels, colour, kind, instance, table = scene_batch(rng, cfg.batch_size, world, views, fill)
-        feats = {name: vision._grid_tokens(t(pixels))[:, 1:] for name, t in towers.items()}  # (B, G², C)
-        loss, stats = probes.loss(feats, _soft_targets(colour, probes.classes[0], G), _soft_targets(kind, probes.classes[1], G),
-                                  cell_box_digits(instance, table, G))
+        scenes = scene_batch(rng, cfg.batch_size, world, views, fill, grid=G, people_rate=cfg.people_rate)
+        feats = {name: vision._grid_tokens(t(scenes.pixels))[:, 1:] for name, t in towers.items()}  # (B, G², C)
+        loss, stats = probes.loss(feats, _soft_targets(scenes.colour, probes.classes[0], G),
+                                  _soft_targets(scenes.kind, probes.classes[1], G),
+                                  cell_box_digits(scenes.instance, scenes.box_table, G), scenes.keypoint, scenes.keypoint_digits)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"stage 0: loss is {loss.item()} at step {step + 1}; stopped without saving "
+                                     f"(lower --lr, now {sched.get_last_lr()[0]:g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
