@@ -77,7 +77,8 @@ def _plot_curve(rows: list[dict], baseline: float, out: Path) -> None:
 
 
 def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limit: int, ablations: bool,
-        embed: bool, stage2_steps: int | None, ablation_steps: int, stage0_steps: int = 1500) -> dict:
+        embed: bool, stage2_steps: int | None, ablation_steps: int, stage0_steps: int = 1500,
+        stage1_steps: int | None = None) -> dict:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -94,15 +95,15 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
     lap("synthesize", t)
 
     t = time.perf_counter()
-    base = pretrain_towers(TowerPretrainConfig(steps=stage0_steps), work / "stage0")
+    base = pretrain_towers(TowerPretrainConfig(steps=stage0_steps, batch_size=32), work / "stage0")
+    s1 = {"init": str(base), **({"max_steps": stage1_steps} if stage1_steps else {})}
     lap("stage0", t)
 
     t = time.perf_counter()
-    real = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_real"), captions="real", seed=1, init=str(base)))
+    real = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_real"), captions="real", seed=1, **s1))
     lap("stage1_real", t)
     t = time.perf_counter()
-    synth = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic"), captions="synthetic", seed=2,
-                           init=str(base)))
+    synth = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic"), captions="synthetic", seed=2, **s1))
     lap("stage1_synthetic", t)
     merged = merge(real, synth, 0.5, work / "merged")
 
@@ -142,7 +143,7 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
             lap(f"ablation_stage2_{name}", t)
         t = time.perf_counter()
         no_text = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic_no_text"),
-                                 captions="synthetic", seed=2, text_loss_weight=0.0, init=str(base)))
+                                 captions="synthetic", seed=2, text_loss_weight=0.0, **s1))
         abl["stage1_text_loss_heldout"] = {
             "with_text_mixing": evaluate(SphinxVi.from_pretrained(synth), heldout, limit=eval_limit, tasks=[])["text_loss"],
             "without_text_mixing": evaluate(SphinxVi.from_pretrained(no_text), heldout, limit=eval_limit, tasks=[])["text_loss"],
@@ -218,6 +219,7 @@ def main() -> None:
     p.add_argument("--heldout-images", type=int, default=500)
     p.add_argument("--eval-limit", type=int, default=400, help="held-out samples per task")
     p.add_argument("--stage0-steps", type=int, default=1500, help="stage-0 tower steps")
+    p.add_argument("--stage1-steps", type=int, default=None, help="override tiny_stage1.yaml's max_steps")
     p.add_argument("--stage2-steps", type=int, default=None, help="override tiny_stage2.yaml's max_steps")
     p.add_argument("--ablation-steps", type=int, default=600)
     p.add_argument("--no-ablations", action="store_true")
@@ -225,7 +227,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(2)
     run(args.out, args.work, args.train_images, args.heldout_images, args.eval_limit, not args.no_ablations,
-        args.embed, args.stage2_steps, args.ablation_steps, args.stage0_steps)
+        args.embed, args.stage2_steps, args.ablation_steps, args.stage0_steps, args.stage1_steps)
 
 
 if __name__ == "__main__":
