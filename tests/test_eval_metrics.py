@@ -74,3 +74,15 @@ def test_phrase_sensitivity_compares_two_questions_about_one_image(tmp_path):
     assert r["pairs"] == 3 and 1 <= r["answered_pairs"] <= 3  # the embedded model answers with boxes
     assert 0.0 <= r["identical_answers"] <= 1.0
     assert r["target_centre_distance_px"] > 0  # two different objects were asked about
+
+
+def test_answer_token_loss_lists_every_rec_answer_position(tmp_path, tiny):
+    from sphinx_vi.data.world.generate import synthesize
+    from sphinx_vi.eval.diagnose import answer_token_loss
+
+    synthesize(tmp_path, 4, seed=5, tasks=["rec"], progress=False)
+    rows = answer_token_loss(tiny, tmp_path / "llava" / "rec.json", tmp_path, limit=6, batch=4)
+    tokens = "".join(r["token"] for r in rows)
+    assert tokens.strip().startswith("[0.") and "]" in tokens  # the box, spelt token by token, then the end of turn
+    assert [r["position"] for r in rows] == list(range(len(rows)))
+    assert all(r["loss"] > 0 for r in rows)  # an untrained model is uncertain everywhere

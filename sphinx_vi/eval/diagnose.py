@@ -7,6 +7,8 @@
    referring expressions, ask both: how often the two answers are the same box, and how far apart
    their centres are against the two targets'. Same boxes / small distances mean the answer
    follows the image, not the question.
+3. Which answer tokens carry the loss? (same file) The mean loss at each position of the REC
+   answer `[0.xy,0.xy,0.xy,0.xy]`: a digit near ln 10 = 2.30 nats is a uniform guess.
 """
 
 from __future__ import annotations
@@ -74,6 +76,36 @@ def phrase_sensitivity(vi: SphinxVi, rec_file: Path, image_root: Path, pairs: in
             "answer_centre_distance_px": sum(d_pred) / n, "target_centre_distance_px": sum(d_gt) / n}
 
 
+def answer_token_loss(vi: SphinxVi, rec_file: Path, image_root: Path, limit: int = 64, batch: int = 16) -> list[dict]:
+    """Mean teacher-forced loss at each answer position of REC samples: [{position, token, loss}, ...]
+    (the token is the most frequent one at that position, e.g. '[' '0' '.' digit digit ',' ...)."""
+    from collections import Counter
+
+    from ..data.encode import SampleEncoder, collate
+    from ..data.formats import load_llava
+
+    samples = load_llava(rec_file, image_root=image_root).samples[:limit]
+    if not samples:
+        raise ValueError(f"{rec_file}: no samples")
+    encoder, tok = SampleEncoder(vi.processor), vi.processor.tokenizer
+    sums: dict[int, float] = {}
+    counts: Counter = Counter()
+    tokens: dict[int, Counter] = {}
+    vi.model.eval()
+    with torch.no_grad():
+        for i in range(0, len(samples), batch):
+            b = collate([encoder(s) for s in samples[i : i + batch]], tok.pad_token_id)
+            logits = vi.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=b["pixel_values"]).logits
+            targets = b["labels"][:, 1:]  # (B, L-1): position t predicts token t + 1
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+            for r in range(targets.shape[0]):
+                for k, t in enumerate((targets[r] >= 0).nonzero().flatten().tolist()):
+                    sums[k] = sums.get(k, 0.0) + float(loss[r, t])
+                    counts[k] += 1
+                    tokens.setdefault(k, Counter())[tok.decode([int(targets[r, t])])] += 1
+    return [{"position": k, "token": tokens[k].most_common(1)[0][0], "loss": sums[k] / counts[k]} for k in sorted(sums)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
@@ -95,6 +127,10 @@ def main() -> None:
               f"{ps['identical_answers']:.0%}, answer centres {ps['answer_centre_distance_px']:.1f} px apart "
               f"vs targets {ps['target_centre_distance_px']:.1f} px")
         result["phrase_sensitivity"] = ps
+        per_token = answer_token_loss(vi, rec, args.data, limit=4 * args.num)
+        print("answer loss per position (nats; ln 10 = 2.30 is a uniform digit): "
+              + " ".join(f"{r['token'].strip() or '␣'}:{r['loss']:.2f}" for r in per_token))
+        result["answer_token_loss"] = per_token
     print(json.dumps(result))
 
 

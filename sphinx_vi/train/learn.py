@@ -207,7 +207,8 @@ def summary_markdown(r: dict) -> str:
         lines += ["", "Text-only mixing in stage 1 (synthetic captions), held-out text loss per token:", "",
                   "| stage 1 | held-out text loss |", "| --- | --- |",
                   f"| with text-only batches | {t['with_text_mixing']:.3f} |", f"| without | {t['without_text_mixing']:.3f} |", ""]
-    lines += ["Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings_s"].items()), ""]
+    lines += ["Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings_s"].items()), "",
+              "How this recipe was found (probes, diagnoses, commands): [history.md](history.md).", ""]
     return "\n".join(lines)
 
 
