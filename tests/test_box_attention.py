@@ -129,3 +129,20 @@ def test_guide_rejects_layers_and_heads_the_model_lacks(tiny):
         BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [5], 1)
     with pytest.raises(ValueError, match="box_attention_heads"):
         BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [0], 9)
+
+
+def test_degenerate_boxes_and_far_edge_points_never_give_an_infinite_loss(tiny, image):
+    enc = SampleEncoder(tiny.processor)
+    samples = [_chat(image, "Tìm.", "[0.50,0.10,0.50,0.40]"), _chat(image, "Điểm?", "<p>nose</p> [1.00,1.00]", task="keypoints")]
+    batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
+    guide = BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [0], 1)
+    try:
+        query, focus = guide.targets(batch["input_ids"], batch["labels"])
+        assert not query[0].any()  # a zero-width box on a cell edge covers no token
+        assert query[1].any() and (focus[1][query[1]].sum(-1) > 0).all()  # the point at 1.0 is in the last cell
+        guide.use_targets(query, focus)
+        with torch.enable_grad():
+            tiny.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"])
+        assert torch.isfinite(guide.pop_loss())
+    finally:
+        guide.remove()

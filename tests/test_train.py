@@ -167,9 +167,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_pat
 
 
 def test_two_process_ddp_matches_one_process(world, tmp_path):
+    # box-guided attention on: its loss is normalised by the global count of guided terms too
     common = ["-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world), "--max-steps", "3",
               "--warmup-steps", "1", "--log-every", "1", "--save-every", "100", "--lr", "0.001", "--reference-batch", "8",
-              "--mixture", "rec=1,detection=1", "--seed", "5"]
+              "--mixture", "rec=1,detection=1", "--seed", "5", "--box-attention", "0.5", "--box-attention-layers=-1"]
     one = subprocess.run([sys.executable, *common, "--batch-size", "8", "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -182,6 +183,9 @@ def test_two_process_ddp_matches_one_process(world, tmp_path):
     l2 = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
     assert len(l1) == len(l2) == 3
     assert l1 == pytest.approx(l2, rel=1e-4)
+    b1 = [r["box_attention"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")]
+    b2 = [r["box_attention"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
+    assert b1 == pytest.approx(b2, rel=1e-4)
 
 
 def test_lora_run_saves_a_plain_merged_checkpoint(world, tmp_path):

@@ -2,13 +2,13 @@
 
 A small LLM trained from scratch finds it slow to learn *which* visual tokens a phrase refers to:
 its attention starts uniform, and the gradient that would sharpen it is weak until the answer
-already depends on the right tokens (reports/learning: REC stuck at the constant-box level for
-every recipe without this loss). The labels already say where to look: an answer that writes one
-box, or answers a question that gives one box (REC, REG, keypoints in a region), is about the
-visual tokens inside that box. This module adds, for the first `heads` heads of each layer in
-`layers`, the loss −log(attention mass on those tokens) at every position that predicts a token of
-such an answer. Answers with several boxes (detection, grounded captions) are left unguided, and
-so are samples with no image or several.
+already depends on the right tokens (reports/learning/history.md: REC stuck at the constant-box
+level for every recipe without this loss). The labels already say where to look. This module adds,
+for the first `heads` heads of each layer in `layers`, the loss −log(attention mass on the visual
+tokens a box or point covers) at every position that predicts a token of that box or point: each
+box of a REC answer, of a detection list or of a grounded caption, each keypoint, is guided to its
+own region; an answer that writes no coordinates is guided as a whole to the one box its question
+gives (REG). Samples with no image or several are left unguided.
 
 It is a training-time hook only: the model's forward, its saved weights and inference are the
 stock ones. The attention of the guided heads is recomputed from the layer's own q/k projections
@@ -25,9 +25,10 @@ from torch import nn
 from transformers.models.mistral.modeling_mistral import apply_rotary_pos_emb
 
 from ..data import IGNORE_INDEX
+from ..vision.mixed import visual_token_boxes
 
 _NUMBER = re.compile(r"\d*\.?\d+")
-from ..vision.mixed import visual_token_boxes
+
 
 class BoxAttention:
     """Hooks on the LLM's attention layers: `targets` of a batch, `use_targets` before its forward, `pop_loss` after."""
@@ -52,9 +53,9 @@ class BoxAttention:
     def _cells(self, values: list[float]) -> torch.Tensor:
         """(T_img,) bool: visual tokens overlapping box (x1, y1, x2, y2), or containing point (x, y)."""
         tb = self.token_boxes
-        if len(values) == 2:
-            values = [values[0], values[1], values[0], values[1]]
-            return (tb[:, 0] <= values[2]) & (tb[:, 2] > values[0]) & (tb[:, 1] <= values[3]) & (tb[:, 3] > values[1])
+        if len(values) == 2:  # the cell holding the point (a point on the far edge belongs to the last cell)
+            x, y = min(values[0], 1.0 - 1e-6), min(values[1], 1.0 - 1e-6)
+            return (tb[:, 0] <= x) & (tb[:, 2] > x) & (tb[:, 1] <= y) & (tb[:, 3] > y)
         x1, y1, x2, y2 = min(values[0], values[2]), min(values[1], values[3]), max(values[0], values[2]), max(values[1], values[3])
         return (tb[:, 0] < x2) & (tb[:, 2] > x1) & (tb[:, 1] < y2) & (tb[:, 3] > y1)  # NaN rows compare False
 
@@ -104,9 +105,12 @@ class BoxAttention:
                         given = self.coordinate_groups(question)
                         spans = [(t, end, given[0][2])] if len(given) == 1 and len(given[0][2]) == 4 else []
                     for i, j, values in spans:
+                        cells = self._cells(values)
+                        if not cells.any():
+                            continue  # a degenerate box on a cell edge covers no token: nothing to look at
                         rows = torch.arange(max(i - 1, s0), j - 1)  # position p predicts token p + 1
                         query[b, rows] = True
-                        focus[b, rows.unsqueeze(1), images[self._cells(values)].unsqueeze(0)] = True
+                        focus[b, rows.unsqueeze(1), images[cells].unsqueeze(0)] = True
                     prompt_from, t = end, end
         return query, focus
 
