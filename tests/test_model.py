@@ -164,5 +164,5 @@ def test_position_features_survive_save_and_load(tmp_path):
     vi.save_pretrained(tmp_path / "m")
     again = SphinxVi.from_pretrained(tmp_path / "m")
     R = vi.model.config.view_config.resolution
-    px = torch.rand(1, 5, 3, R, R)
+    px = torch.rand(1, vi.model.vision.config.num_views, 3, R, R)
     torch.testing.assert_close(again.model.vision(px), vi.model.vision(px))
