@@ -193,3 +193,15 @@ def test_joined_turns_encode_with_loss_on_every_answer(tiny, tmp_path):
     labelled = tiny.processor.tokenizer.decode(enc.labels[enc.labels != IGNORE_INDEX])
     assert all(f"Đáp {i}" in labelled for i in range(3)) and "Câu" not in labelled
     assert enc.pixel_values.shape[0] == 1  # one image, encoded once
+
+
+def test_join_turns_stops_a_conversation_before_it_outgrows_the_budget(tmp_path):
+    from sphinx_vi.data.turns import join_turns
+
+    samples = [Sample(f"k{i}", [{"role": "user", "content": "<image>\nq"}, {"role": "assistant", "content": "a" * 100}],
+                      [tmp_path / "x.png"], task="keypoints", lang="vi") for i in range(5)]
+    fits = lambda s: sum(len(m["content"]) for m in s.messages) <= 250  # room for two answers of 100 characters
+    joined = join_turns(samples, max_turns=4, fits=fits)
+    assert sorted(len(s.messages) // 2 for s in joined) == [1, 2, 2]  # never three turns, nothing lost
+    assert all(fits(s) for s in joined)
+    assert sorted(x for s in joined for x in s.id.split("+")) == [f"k{i}" for i in range(5)]

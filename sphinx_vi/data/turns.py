@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from typing import Callable
 
 from ..text.tokenizer import IMAGE_TOKEN
 from .samples import Sample
@@ -20,10 +21,12 @@ def _strip_image(text: str) -> str:
     return text.replace(IMAGE_TOKEN, "").strip()
 
 
-def join_turns(samples: list[Sample], max_turns: int, seed: int = 0) -> list[Sample]:
+def join_turns(samples: list[Sample], max_turns: int, seed: int = 0, fits: Callable[[Sample], bool] | None = None) -> list[Sample]:
     """Group one-image, single-turn chat samples by (task, image, language) into conversations of at
     most `max_turns` turns, turns in random order; the image placeholder stays in the first turn only.
-    Other samples (text-only, multi-turn, several or no images) pass through unchanged."""
+    With `fits` (e.g. "encodes within max_length"), a conversation stops growing before it would
+    not fit, so joining never turns usable samples into skipped ones. Other samples (text-only,
+    multi-turn, several or no images) pass through unchanged."""
     if max_turns < 1:
         raise ValueError(f"max_turns must be >= 1, got {max_turns}")
     if max_turns == 1:
@@ -39,17 +42,24 @@ def join_turns(samples: list[Sample], max_turns: int, seed: int = 0) -> list[Sam
             out.append(s)
     for members in groups.values():
         rng.shuffle(members)
-        for i in range(0, len(members), max_turns):
-            chunk = members[i : i + max_turns]
-            if len(chunk) == 1:
-                out.append(chunk[0])
-                continue
-            messages = [{"role": "user", "content": IMAGE_TOKEN + "\n" + _strip_image(chunk[0].messages[0]["content"])},
-                        chunk[0].messages[1]]
-            for s in chunk[1:]:
-                messages += [{"role": "user", "content": _strip_image(s.messages[0]["content"])}, s.messages[1]]
-            first = chunk[0]
-            out.append(Sample(id="+".join(s.id for s in chunk), messages=messages, images=list(first.images),
-                              task=first.task, lang=first.lang))
+        chunk: list[Sample] = []
+        for s in members:
+            if chunk and (len(chunk) == max_turns or (fits is not None and not fits(_joined(chunk + [s])))):
+                out.append(_joined(chunk))
+                chunk = []
+            chunk.append(s)
+        if chunk:
+            out.append(_joined(chunk))
     rng.shuffle(out)
     return out
+
+
+def _joined(chunk: list[Sample]) -> Sample:
+    """One conversation from single-turn samples about the same image (the first keeps `<image>`)."""
+    if len(chunk) == 1:
+        return chunk[0]
+    first = chunk[0]
+    messages = [{"role": "user", "content": IMAGE_TOKEN + "\n" + _strip_image(first.messages[0]["content"])}, first.messages[1]]
+    for s in chunk[1:]:
+        messages += [{"role": "user", "content": _strip_image(s.messages[0]["content"])}, s.messages[1]]
+    return Sample(id="+".join(s.id for s in chunk), messages=messages, images=list(first.images), task=first.task, lang=first.lang)

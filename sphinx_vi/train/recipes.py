@@ -82,8 +82,10 @@ def stage1(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     return fit(cfg, vi.model, vi.processor, streams, {**lineage, "captions": cfg.captions}, stop_after)
 
 
-def stage2_samples(cfg: TrainConfig) -> list[Sample]:
+def stage2_samples(cfg: TrainConfig, encoder: SampleEncoder | None = None) -> list[Sample]:
+    """The stage-2 mixture; with `encoder`, joined conversations stay within `max_length` tokens."""
     data = Path(cfg.data)
+    fits = (lambda s: encoder.length(s) <= cfg.max_length) if encoder is not None else None
     sources: dict[str, list[Sample]] = {}
     for name, weight in cfg.mixture.items():
         if weight <= 0:
@@ -92,7 +94,7 @@ def stage2_samples(cfg: TrainConfig) -> list[Sample]:
             sources[name] = _checked(load_text(_require(data / "text" / "instructions.json", "text instructions", cfg)), cfg)
         else:
             rows = _checked(load_llava(_require(data / "llava" / f"{name}.json", f"task {name!r}", cfg)), cfg)
-            sources[name] = join_turns(rows, cfg.turns_per_image, seed=cfg.seed)
+            sources[name] = join_turns(rows, cfg.turns_per_image, seed=cfg.seed, fits=fits)
     world = PartialState(cpu=not torch.cuda.is_available()).num_processes  # the mixture depends on the global batch, not on the world size
     total = cfg.max_steps * cfg.batch_size * cfg.grad_accum * world
     return mix(sources, cfg.mixture, max(total, 1), seed=cfg.seed)
@@ -100,8 +102,8 @@ def stage2_samples(cfg: TrainConfig) -> list[Sample]:
 
 def stage2(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     """Instruction tuning on a weighted task mixture plus text-only instructions; loss on answers only."""
-    samples = stage2_samples(cfg)
     vi, lineage = load_start(cfg)
     encoder = SampleEncoder(vi.processor, cfg.max_length)
+    samples = stage2_samples(cfg, encoder)
     stream = _stream("mixture", samples, encoder, cfg.batch_size, 1.0, cfg)
     return fit(cfg, vi.model, vi.processor, [stream], lineage, stop_after)
