@@ -156,6 +156,7 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
     for name in ("stage1_real", "stage1_synthetic", "stage2"):
         shutil.copy(work / name / "loss.png", out / f"loss_{name}.png")
         shutil.copy(work / name / "metrics.jsonl", out / f"metrics_{name}.jsonl")
+    shutil.copy(work / "stage0" / "metrics.jsonl", out / "metrics_stage0.jsonl")
     if curve:
         _plot_curve(curve, report["rec_acc50_baseline"], out / "rec_curve.png")
     if embed:
