@@ -46,6 +46,7 @@ class BoxAttention:
         self.layers = sorted({i % n_layers for i in layers})
         self._handles = [decoder_layers[i].self_attn.register_forward_pre_hook(self._hook, with_kwargs=True)
                          for i in self.layers]
+        self._pieces: dict[int, str] = {}  # token id → its text (decoded once: targets run every step)
         self._targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         self._sums: list[torch.Tensor] = []
 
@@ -61,7 +62,7 @@ class BoxAttention:
 
     def coordinate_groups(self, ids: list[int]) -> list[tuple[int, int, list[float]]]:
         """Token spans [i, j) of `ids` that write one box or point (`[..]`, `;` between several), with its values."""
-        pieces = [self.tokenizer.decode([i]) for i in ids]
+        pieces = [self._pieces[i] if i in self._pieces else self._pieces.setdefault(i, self.tokenizer.decode([i])) for i in ids]
         groups, start = [], None
         for k, piece in enumerate(pieces):
             if "[" in piece:
@@ -137,8 +138,10 @@ class BoxAttention:
         groups = attn.config.num_attention_heads // attn.config.num_key_value_heads
         k = k[:, [h // groups for h in range(H)]]  # (B, H, L, hd): the kv head each guided head reads
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        b_idx, q_idx = query.nonzero(as_tuple=True)  # (Q,), (Q,)
-        scores = (q[b_idx, :, q_idx].unsqueeze(2) @ k[b_idx].transpose(-1, -2)).squeeze(2) * attn.scaling  # (Q, H, L)
+        b_idx, q_idx = query.nonzero(as_tuple=True)  # (Q,), (Q,) in row-major order
+        scores = torch.cat([  # (Q, H, L): per row, its query positions against all its keys (no per-query key copies)
+            (q[b][:, q_idx[b_idx == b]] @ k[b].transpose(-1, -2)).transpose(0, 1) for b in b_idx.unique().tolist()
+        ]) * attn.scaling
         keys = torch.arange(L, device=hidden.device)
         visible = keys.unsqueeze(0) <= q_idx.unsqueeze(1)  # (Q, L) causal
         if segments is not None:
