@@ -99,7 +99,7 @@ def _label_before(segment: str) -> str:
     return " ".join(text.split())
 
 
-def _numbers(body: str) -> list[float] | None:
+def read_numbers(body: str) -> list[float] | None:
     """`0.1, 0.2,0.3 ,0.4` → floats; None if anything but numbers and commas is there."""
     items = body.split(",")
     values: list[float] = []
@@ -143,7 +143,7 @@ def parse(text: str, image_size: Sequence[int]) -> ParseResult:
         body = match.group(1)
         if not any(c.isdigit() for c in body):
             continue  # not a coordinate group ("[INST]", "[sic]")
-        groups = [_numbers(part) for part in body.split(";")]
+        groups = [read_numbers(part) for part in body.split(";")]
         snippet = match.group(0)[:60]
         for values in groups:
             if values is None:

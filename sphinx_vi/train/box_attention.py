@@ -25,9 +25,10 @@ from torch import nn
 from transformers.models.mistral.modeling_mistral import apply_rotary_pos_emb
 
 from ..data import IGNORE_INDEX
+from ..grounding.grammar import read_numbers
 from ..vision.mixed import visual_token_boxes
 
-_NUMBER = re.compile(r"\d*\.?\d+")
+_SEPARATOR = re.compile(r"[;\]]")  # ends one box or point of a coordinate group
 
 
 class BoxAttention:
@@ -60,16 +61,22 @@ class BoxAttention:
         x1, y1, x2, y2 = min(values[0], values[2]), min(values[1], values[3]), max(values[0], values[2]), max(values[1], values[3])
         return (tb[:, 0] < x2) & (tb[:, 2] > x1) & (tb[:, 1] < y2) & (tb[:, 3] > y1)  # NaN rows compare False
 
+    def _piece(self, token_id: int) -> str:
+        if token_id not in self._pieces:
+            self._pieces[token_id] = self.tokenizer.decode([token_id])
+        return self._pieces[token_id]
+
     def coordinate_groups(self, ids: list[int]) -> list[tuple[int, int, list[float]]]:
         """Token spans [i, j) of `ids` that write one box or point (`[..]`, `;` between several), with its values."""
-        pieces = [self._pieces[i] if i in self._pieces else self._pieces.setdefault(i, self.tokenizer.decode([i])) for i in ids]
+        pieces = [self._piece(i) for i in ids]
         groups, start = [], None
         for k, piece in enumerate(pieces):
             if "[" in piece:
                 start = k
             if start is not None and (";" in piece or "]" in piece):
-                values = [float(v) for v in _NUMBER.findall("".join(pieces[start : k + 1]).split("[")[-1])]
-                if len(values) in (2, 4) and all(0.0 <= v <= 1.0 for v in values):
+                body = _SEPARATOR.split("".join(pieces[start : k + 1]).split("[")[-1])[0]
+                values = read_numbers(body)  # the grammar's own reader
+                if values is not None and len(values) in (2, 4) and all(0.0 <= v <= 1.0 for v in values):
                     groups.append((start, k + 1, values))
                 start = k + 1 if ";" in piece else None
         return groups
