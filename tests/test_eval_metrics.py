@@ -1,5 +1,6 @@
 import pytest
 
+import torch
 from sphinx_vi.eval import metrics as M
 from sphinx_vi.eval.runner import format_report
 
@@ -86,3 +87,29 @@ def test_answer_token_loss_lists_every_rec_answer_position(tmp_path, tiny):
     assert tokens.strip().startswith("[0.") and "]" in tokens  # the box, spelt token by token, then the end of turn
     assert [r["position"] for r in rows] == list(range(len(rows)))
     assert all(r["loss"] > 0 for r in rows)  # an untrained model is uncertain everywhere
+
+
+def test_rec_outcomes_classify_every_answer_and_attention_is_split_by_outcome(tmp_path):
+    from sphinx_vi import SphinxVi
+    from sphinx_vi.data.world.generate import synthesize
+    from sphinx_vi.eval.diagnose import attention_on_target, rec_outcomes
+
+    synthesize(tmp_path, 6, seed=6, tasks=["rec", "detection"], progress=False)
+    vi = SphinxVi.from_pretrained("tiny-shapes")
+    rows = rec_outcomes(vi, tmp_path, limit=8)
+    assert len(rows) == 8
+    assert {r["outcome"] for r in rows} <= {"hit", "same_kind", "other_kind", "no_object", "unparsed"}
+    assert all(1 <= r["objects"] <= 4 for r in rows)
+    hits = [True, False] * 4
+    kernel = vi.model.language_model.config._attn_implementation
+    att = attention_on_target(vi, tmp_path, hits, positions=5, batch=3)
+    cfg = vi.model.config.text_config
+    for side in ("hit", "miss"):
+        mass = torch.tensor(att[side])
+        assert mass.shape == (cfg.num_hidden_layers, cfg.num_attention_heads, 5)
+        assert ((mass > 0) & (mass <= 1 + 1e-5)).all()  # a share of a softmax over keys that include the target
+    assert att["samples"] == {"hit": 4, "miss": 4}
+    assert vi.model.language_model.config._attn_implementation == kernel  # the eager kernel was only borrowed
+    with pytest.raises(ValueError, match="coco/instances.json"):
+        (tmp_path / "coco" / "instances.json").unlink()
+        rec_outcomes(vi, tmp_path, limit=2)

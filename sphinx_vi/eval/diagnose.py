@@ -9,6 +9,12 @@
    follows the image, not the question.
 3. Which answer tokens carry the loss? (same file) The mean loss at each position of the REC
    answer `[0.xy,0.xy,0.xy,0.xy]`: a digit near ln 10 = 2.30 nats is a uniform guess.
+4. Which object does a miss box instead? (with `coco/instances.json`) Greedy REC answers by the
+   number of objects in the image: hit, another object of the same kind (the colour was not bound),
+   another object of a different kind, no object at all, or no box.
+5. Where do the heads look when the answer starts? The attention mass of every head on the
+   target's visual tokens at the first answer positions, for hits and for misses: the box is
+   decided there (once x1 is written, the rest follows from the text).
 """
 
 from __future__ import annotations
@@ -106,11 +112,89 @@ def answer_token_loss(vi: SphinxVi, rec_file: Path, image_root: Path, limit: int
     return [{"position": k, "token": tokens[k].most_common(1)[0][0], "loss": sums[k] / counts[k]} for k in sorted(sums)]
 
 
+def rec_outcomes(vi: SphinxVi, data: Path, limit: int | None = None, batch: int = 32) -> list[dict[str, Any]]:
+    """Greedy REC answers on `data` (a synthetic world: llava/rec.json + coco/instances.json), one row
+    per sample: {objects, outcome}; outcome is hit / same_kind / other_kind / no_object / unparsed."""
+    from collections import defaultdict
+
+    from ..grounding import parse
+    from ..grounding.geometry import box_iou
+    from .runner import MAX_NEW_TOKENS, answer, load_task
+
+    samples = load_task(data, "rec", limit)
+    coco_file = data / "coco" / "instances.json"
+    if not samples or not coco_file.exists():
+        raise ValueError(f"{data}: needs llava/rec.json and coco/instances.json (a synthetic world)")
+    coco = json.loads(coco_file.read_text())
+    image_ids = {Path(i["file_name"]).name: i["id"] for i in coco["images"]}
+    objects: dict[int, list[tuple[tuple[float, ...], int]]] = defaultdict(list)  # image id → [(xyxy, category)]
+    for a in coco["annotations"]:
+        x, y, w, h = a["bbox"]
+        objects[a["image_id"]].append(((x, y, x + w, y + h), a["category_id"]))
+    rows = []
+    for s, text in zip(samples, answer(vi, samples, MAX_NEW_TOKENS["rec"], batch, "rec")):
+        here = objects[image_ids[Path(s.images[0]).name]]
+        size = vi.processor.load(s.images[0]).size
+        gt = parse(s.messages[-1]["content"], size).boxes[0]
+        target = max(here, key=lambda o: box_iou(o[0], gt))
+        pred = next(iter(parse(text, size).boxes), None)
+        if pred is None:
+            outcome = "unparsed"
+        elif box_iou(pred, gt) >= 0.5:
+            outcome = "hit"
+        else:
+            chosen = max(here, key=lambda o: box_iou(o[0], pred))
+            if chosen is target or box_iou(chosen[0], pred) < 0.5:
+                outcome = "no_object"
+            else:
+                outcome = "same_kind" if chosen[1] == target[1] else "other_kind"
+        rows.append({"objects": len(here), "outcome": outcome})
+    return rows
+
+
+def attention_on_target(vi: SphinxVi, data: Path, hits: list[bool], positions: int = 8, batch: int = 16) -> dict[str, Any]:
+    """Mean attention mass of each (layer, head) on the target's visual tokens at the first `positions`
+    answer positions of `data`'s REC samples (teacher-forced), separately for `hits` and misses:
+    {"hit": [[[mass per position] per head] per layer], "miss": ...}."""
+    from ..data.encode import SampleEncoder, collate
+    from ..train.box_attention import BoxAttention
+    from .runner import load_task
+
+    samples = load_task(data, "rec", len(hits))
+    cfg = vi.model.config.text_config
+    finder = BoxAttention(vi.model, vi.processor.tokenizer, vi.model.config.image_token_id, [0], 1)
+    finder.remove()  # only its target extraction is used
+    previous = vi.model.language_model.config._attn_implementation
+    vi.model.language_model.set_attn_implementation("eager")  # the kernel that returns attention maps
+    sums = torch.zeros(2, cfg.num_hidden_layers, cfg.num_attention_heads, positions)  # [miss, hit]
+    counts = torch.zeros(2, 1, 1, positions)
+    encoder = SampleEncoder(vi.processor)
+    try:
+        with torch.no_grad():
+            for i in range(0, len(samples), batch):
+                b = collate([encoder(s) for s in samples[i : i + batch]], vi.processor.tokenizer.pad_token_id)
+                query, focus = finder.targets(b["input_ids"], b["labels"])  # (B, L), (B, L, L)
+                out = vi.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                               pixel_values=b["pixel_values"], output_attentions=True)
+                maps = torch.stack(out.attentions, 1)  # (B, layers, heads, L, L)
+                for r in range(maps.shape[0]):
+                    first = query[r].nonzero().flatten()[:positions]
+                    mass = (maps[r][:, :, first] * focus[r, first].float()).sum(-1)  # (layers, heads, P)
+                    hit = int(hits[i + r])
+                    sums[hit, :, :, : len(first)] += mass
+                    counts[hit, :, :, : len(first)] += 1
+    finally:
+        vi.model.language_model.set_attn_implementation(previous)
+    mean = sums / counts.clamp(min=1)
+    return {"miss": mean[0].tolist(), "hit": mean[1].tolist(), "samples": {"hit": sum(hits), "miss": len(hits) - sum(hits)}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, type=Path, help="a directory with images/ (e.g. a synthetic world)")
     p.add_argument("--num", type=int, default=16)
+    p.add_argument("--rec-limit", type=int, default=200, help="REC samples for the outcome and attention diagnostics")
     args = p.parse_args()
     vi = SphinxVi.load(args.model)
     images = sorted((args.data / "images").glob("*.png"))[: args.num]
@@ -131,6 +215,22 @@ def main() -> None:
         print("answer loss per position (nats; ln 10 = 2.30 is a uniform digit): "
               + " ".join(f"{r['token'].strip() or '␣'}:{r['loss']:.2f}" for r in per_token))
         result["answer_token_loss"] = per_token
+    if rec.exists() and (args.data / "coco" / "instances.json").exists():
+        outcomes = rec_outcomes(vi, args.data, limit=args.rec_limit)
+        table: dict[int, dict[str, int]] = {}
+        for row in outcomes:
+            table.setdefault(row["objects"], {}).setdefault(row["outcome"], 0)
+            table[row["objects"]][row["outcome"]] += 1
+        print("REC outcomes by objects in the image (hit / same kind: the colour was not bound / other kind / no object / unparsed):")
+        for n in sorted(table):
+            print(f"  {n} object(s): " + ", ".join(f"{k} {v}" for k, v in sorted(table[n].items())))
+        result["rec_outcomes"] = table
+        att = attention_on_target(vi, args.data, [r["outcome"] == "hit" for r in outcomes])
+        print(f"attention mass on the target at the first answer positions (hits {att['samples']['hit']} | misses {att['samples']['miss']}):")
+        for layer, (hit_heads, miss_heads) in enumerate(zip(att["hit"], att["miss"])):
+            for head, (h, m) in enumerate(zip(hit_heads, miss_heads)):
+                print(f"  layer {layer} head {head}:  " + " ".join(f"{v:.2f}" for v in h) + "  |  " + " ".join(f"{v:.2f}" for v in m))
+        result["attention_on_target"] = att
     print(json.dumps(result))
 
 

@@ -40,7 +40,8 @@ def _size(sample: Sample) -> tuple[int, int]:
         return im.size
 
 
-def _load(data: Path, task: str, limit: int | None) -> list[Sample]:
+def load_task(data: Path, task: str, limit: int | None) -> list[Sample]:
+    """The first `limit` samples of `data`/llava/{task}.json (none if the file is absent)."""
     path = data / "llava" / f"{task}.json"
     if not path.exists():
         return []
@@ -122,7 +123,7 @@ def evaluate(vi: SphinxVi, data: str | Path, limit: int | None = None, tasks: li
         raise FileNotFoundError(f"{data}: no llava/ folder (make a held-out set: python -m sphinx_vi.data synth --out {data} --seed 1)")
     report: dict[str, Any] = {}
     for task in tasks or list(TASKS):
-        samples = _load(data, task, limit)
+        samples = load_task(data, task, limit)
         if samples:
             report.update(TASKS[task](vi, samples, batch_size))
     report.update(text_loss(vi, data, limit))
