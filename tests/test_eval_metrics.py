@@ -113,3 +113,19 @@ def test_rec_outcomes_classify_every_answer_and_attention_is_split_by_outcome(tm
     with pytest.raises(ValueError, match="coco/instances.json"):
         (tmp_path / "coco" / "instances.json").unlink()
         rec_outcomes(vi, tmp_path, limit=2)
+
+
+def test_text_losses_cover_paragraphs_and_instruction_answers(tmp_path, tiny):
+    import math
+
+    from sphinx_vi.data.world.generate import synthesize
+    from sphinx_vi.eval.runner import text_loss
+
+    synthesize(tmp_path, 4, seed=7, tasks=["text"], progress=False)
+    r = text_loss(tiny, tmp_path, limit=3)
+    assert r["text_n"] == 3 and r["text_instruction_n"] == 3
+    vocab = tiny.model.get_output_embeddings().weight.shape[0]
+    for key in ("text_loss", "text_instruction_loss"):  # a random model: close to a uniform guess, not 0 or inf
+        assert 0.5 * math.log(vocab) < r[key] < 2 * math.log(vocab)
+    (tmp_path / "text" / "instructions.json").unlink()
+    assert set(text_loss(tiny, tmp_path, limit=3)) == {"text_loss", "text_n"}

@@ -95,12 +95,8 @@ def eval_vqa(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
     return {"vqa_acc": M.vqa_accuracy(answers, gts), "vqa_acc_baseline": M.vqa_majority_baseline(questions, gts), "vqa_n": len(samples)}
 
 
-def text_loss(vi: SphinxVi, data: Path, limit: int | None, bs: int = 16) -> dict[str, Any]:
-    """Mean per-token loss on held-out text-only paragraphs (does the LLM still write text?)."""
-    path = data / "text" / "paragraphs.jsonl"
-    if not path.exists():
-        return {}
-    samples = load_text(path).samples[: limit or None]
+def _answer_loss(vi: SphinxVi, samples: list[Sample], bs: int = 16) -> float:
+    """Mean per-token loss on the labelled tokens of text-only samples (no image)."""
     enc = SampleEncoder(vi.processor)
     total = count = 0.0
     for i in range(0, len(samples), bs):
@@ -111,7 +107,19 @@ def text_loss(vi: SphinxVi, data: Path, limit: int | None, bs: int = 16) -> dict
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
         total += float(loss)
         count += float((labels != -100).sum())
-    return {"text_loss": total / max(count, 1.0), "text_n": len(samples)}
+    return total / max(count, 1.0)
+
+
+def text_loss(vi: SphinxVi, data: Path, limit: int | None, bs: int = 16) -> dict[str, Any]:
+    """Held-out text-only losses per token: plain paragraphs (stage 1's language modelling; does the LLM
+    still write text?) and the answers of text instructions (what stage 2 trains on)."""
+    out: dict[str, Any] = {}
+    for key, name in (("text", "paragraphs.jsonl"), ("text_instruction", "instructions.json")):
+        path = data / "text" / name
+        if path.exists():
+            samples = load_text(path).samples[: limit or None]
+            out.update({f"{key}_loss": _answer_loss(vi, samples, bs), f"{key}_n": len(samples)})
+    return out
 
 
 TASKS = {"rec": eval_rec, "detection": eval_detection, "keypoints": eval_keypoints, "vqa": eval_vqa}
@@ -142,6 +150,7 @@ ROWS = [
     ("pose OKS AP", "pose_oks_ap", "pose_oks_ap_baseline"),
     ("VQA accuracy", "vqa_acc", "vqa_acc_baseline"),
     ("held-out text loss", "text_loss", None),
+    ("held-out instr. loss", "text_instruction_loss", None),
 ]
 
 

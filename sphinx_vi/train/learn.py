@@ -178,7 +178,8 @@ def summary_markdown(r: dict) -> str:
         ("pose PCK@0.1", "pose_pck", "pose_pck_baseline", "mean pose inside the given box"),
         ("pose OKS AP", "pose_oks_ap", "pose_oks_ap_baseline", "mean pose inside the given box"),
         ("VQA accuracy", "vqa_acc", "vqa_acc_baseline", "majority answer per question kind"),
-        ("held-out text loss", "text_loss", None, ""),
+        ("held-out text loss (paragraphs)", "text_loss", None, ""),
+        ("held-out text-instruction answer loss", "text_instruction_loss", None, ""),
     ]
     lines = [
         "# Proof that it learns (tiny-shapes, CPU, from scratch)",
