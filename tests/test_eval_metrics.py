@@ -1,5 +1,4 @@
 import pytest
-
 import torch
 from sphinx_vi.eval import metrics as M
 from sphinx_vi.eval.runner import format_report
@@ -110,8 +109,8 @@ def test_rec_outcomes_classify_every_answer_and_attention_is_split_by_outcome(tm
         assert ((mass > 0) & (mass <= 1 + 1e-5)).all()  # a share of a softmax over keys that include the target
     assert att["samples"] == {"hit": 4, "miss": 4}
     assert vi.model.language_model.config._attn_implementation == kernel  # the eager kernel was only borrowed
+    (tmp_path / "coco" / "instances.json").unlink()
     with pytest.raises(ValueError, match="coco/instances.json"):
-        (tmp_path / "coco" / "instances.json").unlink()
         rec_outcomes(vi, tmp_path, limit=2)
 
 

@@ -119,7 +119,7 @@ def rec_outcomes(vi: SphinxVi, data: Path, limit: int | None = None, batch: int 
 
     from ..grounding import parse
     from ..grounding.geometry import box_iou
-    from .runner import MAX_NEW_TOKENS, answer, load_task
+    from .runner import MAX_NEW_TOKENS, answer, image_size, load_task
 
     samples = load_task(data, "rec", limit)
     coco_file = data / "coco" / "instances.json"
@@ -134,7 +134,7 @@ def rec_outcomes(vi: SphinxVi, data: Path, limit: int | None = None, batch: int 
     rows = []
     for s, text in zip(samples, answer(vi, samples, MAX_NEW_TOKENS["rec"], batch, "rec")):
         here = objects[image_ids[Path(s.images[0]).name]]
-        size = vi.processor.load(s.images[0]).size
+        size = image_size(s)
         gt = parse(s.messages[-1]["content"], size).boxes[0]
         target = max(here, key=lambda o: box_iou(o[0], gt))
         pred = next(iter(parse(text, size).boxes), None)

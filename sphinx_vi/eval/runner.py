@@ -33,7 +33,8 @@ def answer(vi: SphinxVi, samples: list[Sample], max_new_tokens: int, batch_size:
     return out
 
 
-def _size(sample: Sample) -> tuple[int, int]:
+def image_size(sample: Sample) -> tuple[int, int]:
+    """(width, height) of the sample's first image, read from its header."""
     from PIL import Image
 
     with Image.open(sample.images[0]) as im:
@@ -51,7 +52,7 @@ def load_task(data: Path, task: str, limit: int | None) -> list[Sample]:
 
 def eval_rec(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
     answers = answer(vi, samples, MAX_NEW_TOKENS["rec"], bs, "rec")
-    sizes = [_size(s) for s in samples]
+    sizes = [image_size(s) for s in samples]
     gts = [parse(s.messages[-1]["content"], sz).boxes[0] for s, sz in zip(samples, sizes)]
     preds = [next(iter(parse(a, sz).boxes), None) for a, sz in zip(answers, sizes)]
     scores = M.rec_scores(preds, gts)
@@ -64,7 +65,7 @@ def eval_rec(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
 
 def eval_detection(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
     answers = answer(vi, samples, MAX_NEW_TOKENS["detection"], bs, "detection")
-    sizes = [_size(s) for s in samples]
+    sizes = [image_size(s) for s in samples]
     gts = [parse(s.messages[-1]["content"], sz).boxes for s, sz in zip(samples, sizes)]
     preds = [parse(a, sz).boxes for a, sz in zip(answers, sizes)]
     cats = [s.messages[0]["content"].split("\n", 1)[-1] for s in samples]  # the query identifies the category
@@ -78,7 +79,7 @@ def eval_detection(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, An
 
 def eval_keypoints(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
     answers = answer(vi, samples, MAX_NEW_TOKENS["keypoints"], bs, "keypoints")
-    sizes = [_size(s) for s in samples]
+    sizes = [image_size(s) for s in samples]
     boxes = [parse(s.messages[0]["content"], sz).boxes[0] for s, sz in zip(samples, sizes)]
     gts = [next((d.points for d in parse(s.messages[-1]["content"], sz).detections if d.points), {}) for s, sz in zip(samples, sizes)]
     preds = [next((d.points for d in parse(a, sz).detections if d.points), {}) for a, sz in zip(answers, sizes)]
