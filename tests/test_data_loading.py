@@ -205,3 +205,19 @@ def test_join_turns_stops_a_conversation_before_it_outgrows_the_budget(tmp_path)
     assert sorted(len(s.messages) // 2 for s in joined) == [1, 2, 2]  # never three turns, nothing lost
     assert all(fits(s) for s in joined)
     assert sorted(x for s in joined for x in s.id.split("+")) == [f"k{i}" for i in range(5)]
+
+
+def test_sample_length_is_computed_once_per_distinct_text(tiny, tmp_path, monkeypatch):
+    from sphinx_vi.data import SampleEncoder
+
+    enc = SampleEncoder(tiny.processor)
+    a = Sample("a", [{"role": "user", "content": "<image>\nCâu hỏi"}, {"role": "assistant", "content": "[0.10,0.20,0.30,0.40]"}],
+               [tmp_path / "x.png"], task="rec")
+    same_text = Sample("b", [dict(m) for m in a.messages], [tmp_path / "y.png"], task="rec")
+    other = Sample("c", [a.messages[0], {"role": "assistant", "content": "[0.1,0.2,0.3,0.4]"}], [tmp_path / "x.png"], task="rec")
+    calls = []
+    real = enc.token_ids_and_labels
+    monkeypatch.setattr(enc, "token_ids_and_labels", lambda s: calls.append(s.id) or real(s))
+    n = enc.length(a)
+    assert n == len(real(a)[0]) and enc.length(same_text) == n and calls == ["a"]  # the image path plays no part
+    assert enc.length(other) == len(real(other)[0]) < n and calls == ["a", "c"]

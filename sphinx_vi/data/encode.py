@@ -40,6 +40,7 @@ class SampleEncoder:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.max_length = max_length or processor.settings.context_length
+        self._lengths: dict[tuple, int] = {}  # token counts by text: the mixture repeats samples
 
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
@@ -86,8 +87,11 @@ class SampleEncoder:
         return EncodedSample(torch.tensor(ids), torch.tensor(labels), pixel_values, image_sizes, sample.task)
 
     def length(self, sample: Sample) -> int:
-        """Token count without loading images (for length grouping)."""
-        return len(self.token_ids_and_labels(sample)[0])
+        """Token count without loading images (for length grouping), computed once per distinct text."""
+        key = (sample.kind, sample.text, tuple((m["role"], m["content"]) for m in sample.messages))
+        if key not in self._lengths:
+            self._lengths[key] = len(self.token_ids_and_labels(sample)[0])
+        return self._lengths[key]
 
 
 def collate(batch: list[EncodedSample | None], pad_token_id: int) -> dict[str, Any]:

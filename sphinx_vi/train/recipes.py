@@ -52,13 +52,8 @@ def load_start(cfg: TrainConfig) -> tuple[SphinxVi, dict]:
     return vi, {"base": fingerprint(vi.model), "init": f"preset:{cfg.model}@{cfg.init_seed}"}
 
 
-def _lengths(samples: list[Sample], encoder: SampleEncoder) -> list[int]:
-    cache: dict[int, int] = {}
-    return [cache.setdefault(id(s), encoder.length(s)) for s in samples]
-
-
 def _stream(name: str, samples: list[Sample], encoder: SampleEncoder, batch: int, weight: float, cfg: TrainConfig) -> Stream:
-    lengths = _lengths(samples, encoder)
+    lengths = [encoder.length(s) for s in samples]  # memoised: repeated and already-checked samples cost nothing
     keep = [i for i, n in enumerate(lengths) if n <= cfg.max_length]
     if len(keep) < len(samples):
         print(f"[{cfg.stage}] {name}: {len(samples) - len(keep)} samples longer than max_length {cfg.max_length} skipped")
