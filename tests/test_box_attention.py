@@ -74,13 +74,41 @@ def test_targets_guide_every_box_and_point_to_its_own_cells(tiny, image):
     assert not query[4].any()  # no image: nothing to look at
 
 
+def test_lead_weight_falls_on_the_positions_that_choose_each_box(tiny, image):
+    """The rows predicting a box's opening and first number (up to its comma) get the lead weight, the rest 1."""
+    enc = SampleEncoder(tiny.processor)
+    samples = [_chat(image, "Tìm: hình tròn màu đỏ.", "[0.00,0.10,0.30,0.30]"),
+               _chat(image, "Phát hiện.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
+               _chat(image, "Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông", task="reg")]
+    batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
+    guide = BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [0], 1, lead_weight=3.0)
+    plain = BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [0], 1)
+    try:
+        query, focus = guide.targets(batch["input_ids"], batch["labels"])
+        flat, flat_focus = plain.targets(batch["input_ids"], batch["labels"])
+    finally:
+        guide.remove(), plain.remove()
+    tok = tiny.processor.tokenizer
+    assert torch.equal(focus, flat_focus) and torch.equal(query > 0, flat > 0) and set(flat.unique().tolist()) == {0.0, 1.0}
+
+    def predicted(b, weight):  # the text the rows of row b with this weight predict
+        return tok.decode(batch["input_ids"][b][(query[b] == weight).nonzero().flatten() + 1]).replace(" ", "")
+
+    assert predicted(0, 3.0) == "[0.00," and predicted(0, 1.0) == "0.10,0.30,0.30]"
+    assert predicted(1, 3.0) == "[0.00,0.70," and predicted(1, 1.0) == "0.00,0.20,0.20;0.70,0.90,0.90]"  # each box's lead
+    assert (query[2] > 0).any() and set(query[2].unique().tolist()) == {0.0, 1.0}  # REG: no box written, no lead
+    with pytest.raises(ValueError, match="lead_weight"):
+        BoxAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [0], 1, lead_weight=0.0)
+
+
 def test_hook_loss_is_minus_log_attention_mass_of_the_real_heads(tiny, image):
     """The hook's recomputed attention equals the model's own (eager, output_attentions) per guided head."""
     model = tiny.model
     enc = SampleEncoder(tiny.processor)
     batch = collate([enc(_chat(image, "Tìm: ngôi sao.", "[0.50,0.00,1.00,0.50]")),
                      enc(_chat(image, "Tìm: hình thoi dài hơn.", "[0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
-    guide = BoxAttention(model, tiny.processor.tokenizer, model.config.image_token_id, [1], 3)  # 3 of 4 heads, 2 kv heads
+    guide = BoxAttention(model, tiny.processor.tokenizer, model.config.image_token_id, [1], 3,  # 3 of 4 heads, 2 kv heads
+                         lead_weight=2.5)
     query, focus = guide.targets(batch["input_ids"], batch["labels"])
     before = model.language_model.config._attn_implementation
     model.language_model.set_attn_implementation("eager")
@@ -96,7 +124,7 @@ def test_hook_loss_is_minus_log_attention_mass_of_the_real_heads(tiny, image):
     probs = out.attentions[1][:, :3]  # (B, 3, L, L)
     b, q = query.nonzero(as_tuple=True)
     mass = (probs[b, :, q] * focus[b, q].unsqueeze(1)).sum(-1)  # (Q, 3)
-    expected = -mass.log().mean(-1).sum()
+    expected = -(mass.log().mean(-1) * query[b, q]).sum()  # weighted by the lead weight where it chooses the box
     torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-4)
     assert loss.requires_grad and guide.pop_loss() is None  # consumed; hooks removed
 
@@ -139,7 +167,7 @@ def test_degenerate_boxes_and_far_edge_points_never_give_an_infinite_loss(tiny, 
     try:
         query, focus = guide.targets(batch["input_ids"], batch["labels"])
         assert not query[0].any()  # a zero-width box on a cell edge covers no token
-        assert query[1].any() and (focus[1][query[1]].sum(-1) > 0).all()  # the point at 1.0 is in the last cell
+        assert query[1].any() and (focus[1][query[1] > 0].sum(-1) > 0).all()  # the point at 1.0 is in the last cell
         guide.use_targets(query, focus)
         with torch.enable_grad():
             tiny.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"])

@@ -73,6 +73,8 @@ class TrainConfig:
                                    "tokens that answer about one box are trained to attend to the visual tokens inside it; 0 = off")
     box_attention_layers: list[int] = _f([1, 2], "LLM layers (0-based, negative from the end) whose heads are guided")
     box_attention_heads: int = _f(1, "how many heads (the first ones) of each guided layer are guided")
+    box_attention_lead_weight: float = _f(1.0, "weight of the positions that predict a box's or point's lead (its "
+                                                "opening and first number, where the object is chosen) against the rest")
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in backward to save memory")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f("auto", "auto = bf16 on a GPU that supports it, fp32 on the CPU")
     # --- bookkeeping ---
@@ -89,6 +91,8 @@ class TrainConfig:
             raise ValueError("choose 'llm' (full) or 'llm_lora', not both")
         if self.box_attention < 0:
             raise ValueError(f"box_attention is a loss weight, must be >= 0, got {self.box_attention}")
+        if self.box_attention_lead_weight <= 0:
+            raise ValueError(f"box_attention_lead_weight must be > 0, got {self.box_attention_lead_weight}")
         if self.box_attention > 0 and self.gradient_checkpointing:
             raise ValueError("box_attention recomputes attention from activations that gradient_checkpointing discards: "
                              "turn one of them off")

@@ -102,7 +102,7 @@ def fit(
     attention = use_packed_attention(model.language_model) if cfg.packing else None  # Σ len² attention for packed rows
     counts = apply_trainable(model, cfg)
     guide = (BoxAttention(model, processor.tokenizer, model.config.image_token_id, cfg.box_attention_layers,
-                          cfg.box_attention_heads) if cfg.box_attention > 0 else None)
+                          cfg.box_attention_heads, cfg.box_attention_lead_weight) if cfg.box_attention > 0 else None)
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable()
     if main:
@@ -152,14 +152,14 @@ def fit(
         for s in streams:  # global label-token count of this step, per stream
             n = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro[s.name] if b["input_ids"] is not None)
             totals[s.name] = max(1, int(accelerator.reduce(torch.tensor(n, device=accelerator.device), "sum")))
-        guided = 0  # global count of box-guided (query, layer) terms this step
+        guided = 0.0  # global weight of box-guided (query, layer) terms this step
         if guide is not None:
             for s in streams:
                 for b in micro[s.name]:
                     if b["input_ids"] is not None:
                         b["box_terms"] = guide.targets(b["input_ids"], b["labels"], b.get("position_ids"))
-                        guided += int(b["box_terms"][0].sum()) * len(guide.layers)
-            guided = int(accelerator.reduce(torch.tensor(guided, device=accelerator.device), "sum"))
+                        guided += float(b["box_terms"][0].sum()) * len(guide.layers)
+            guided = float(accelerator.reduce(torch.tensor(guided, device=accelerator.device), "sum"))
         loss_sums = {s.name: 0.0 for s in streams}
         box_sum = 0.0
         for a in range(cfg.grad_accum):
