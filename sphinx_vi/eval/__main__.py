@@ -1,4 +1,4 @@
-"""`python -m sphinx_vi.eval --model DIR --data DIR --out report.json [--limit N]`"""
+"""`python -m sphinx_vi.eval --model DIR --data DIR --out report.json [--limit N] [--gallery rec.png]`"""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .gallery import draw_rec_gallery
 from .runner import TASKS, evaluate, format_report
 
 
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="samples per task")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--gallery", type=Path, default=None, help="PNG: the first 16 REC answers drawn on their images")
     args = p.parse_args(argv)
     from ..api import SphinxVi
 
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2, ensure_ascii=False))
         print(f"wrote {args.out}")
+    if args.gallery and report.get("_rec_results"):
+        print(f"wrote {draw_rec_gallery(report['_rec_results'][:16], args.gallery)}")
     return 0
 
 

@@ -13,6 +13,7 @@ from ..data import Sample, SampleEncoder, collate
 from ..data.formats import load_llava, load_text
 from ..grounding import parse
 from . import metrics as M
+from .gallery import RecResult
 
 MAX_NEW_TOKENS = {"rec": 32, "detection": 160, "keypoints": 320, "vqa": 12}
 
@@ -60,7 +61,9 @@ def eval_rec(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
     _, baseline30 = M.best_constant_box(gts, 0.3)
     return {"rec_acc50": scores["acc50"], "rec_acc30": scores["acc30"], "rec_miou": scores["miou"],
             "rec_parse_rate": scores["parse_rate"], "rec_acc50_baseline": baseline, "rec_acc30_baseline": baseline30,
-            "rec_n": len(samples), "_rec_examples": list(zip([s.messages[0]["content"] for s in samples[:5]], answers[:5]))}
+            "rec_n": len(samples),
+            "_rec_results": [RecResult(str(s.images[0]), s.messages[0]["content"], a, p, g)
+                             for s, a, p, g in zip(samples, answers, preds, gts)]}
 
 
 def eval_detection(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from ..api import SphinxVi
 from ..data.world.generate import synthesize
+from ..eval.gallery import draw_rec_gallery
 from ..eval.runner import evaluate, format_report
 from .config import load_config
 from .merge import merge
@@ -126,7 +127,10 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
     main_minutes = (time.perf_counter() - t_start) / 60
 
     result = {k: v for k, v in report.items() if not k.startswith("_")}
-    result.update({"rec_examples": report.get("_rec_examples", []), "rec_curve": curve,
+    rec_results = report.get("_rec_results", [])
+    if rec_results:
+        draw_rec_gallery(rec_results[:16], out / "rec_examples.png")
+    result.update({"rec_examples": [(r.phrase, r.answer) for r in rec_results[:5]], "rec_curve": curve,
                    "main_pipeline_minutes": round(main_minutes, 1), "timings_s": timings,
                    "train_images": train_images, "heldout_images": heldout_images, "eval_limit": eval_limit,
                    "stage2_steps": cfg2.max_steps, "stage0_steps": stage0_steps})
@@ -196,7 +200,9 @@ def summary_markdown(r: dict) -> str:
         if key in r:
             b = f"{r[base]:.3f}" if base and base in r else ""
             lines.append(f"| {label} | {r[key]:.3f} | {b} | {what} |")
-    lines += ["", "![REC during stage 2](rec_curve.png)", "", "Loss curves: ![stage 1 real](loss_stage1_real.png) "
+    lines += ["", "![REC during stage 2](rec_curve.png)", "",
+              "The first 16 held-out REC questions (target green, model red; not picked):", "",
+              "![REC answers on held-out images](rec_examples.png)", "", "Loss curves: ![stage 1 real](loss_stage1_real.png) "
               "![stage 1 synthetic](loss_stage1_synthetic.png) ![stage 2](loss_stage2.png)", ""]
     if "ablations" in r:
         a = r["ablations"]

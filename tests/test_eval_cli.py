@@ -1,0 +1,56 @@
+"""`python -m sphinx_vi.eval` end to end on a small synthetic world, and the REC gallery."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from sphinx_vi.eval.__main__ import main as eval_main
+from sphinx_vi.eval.gallery import MODEL, TARGET, RecResult, draw_rec_gallery
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from sphinx_vi.data.world.generate import synthesize
+
+    path = tmp_path_factory.mktemp("heldout")
+    synthesize(path, 12, seed=3, tasks=("rec", "detection", "keypoints", "vqa", "text"), progress=False)  # has people
+    return path
+
+
+def test_eval_cli_scores_every_task_against_its_baseline_and_draws_rec(world, tmp_path, capsys):
+    out, gallery = tmp_path / "report.json", tmp_path / "rec.png"
+    assert eval_main(["--model", "tiny", "--data", str(world), "--limit", "3", "--out", str(out), "--gallery", str(gallery)]) == 0
+    report = json.loads(out.read_text())
+    for key in ("rec_acc50", "rec_acc30", "rec_miou", "det_f1_50", "det_ap", "pose_pck", "pose_oks_ap", "vqa_acc"):
+        assert 0.0 <= report[key] <= 1.0, key
+    for key in ("rec_acc50_baseline", "det_f1_50_baseline", "pose_pck_baseline", "vqa_acc_baseline"):
+        assert key in report
+    assert report["rec_n"] == report["det_n"] == report["pose_n"] == report["vqa_n"] == 3 and report["text_loss"] > 0
+    assert not any(k.startswith("_") for k in report)  # in-memory results stay out of the JSON
+    table = capsys.readouterr().out
+    assert "REC Acc@0.5" in table and "VQA accuracy" in table
+    with Image.open(gallery) as im:
+        assert im.size == (4 * 256, 256 + 40)  # 3 results: one row of the 4-column grid
+
+
+def test_eval_cli_missing_data_is_a_clear_error(tmp_path, capsys):
+    assert eval_main(["--model", "tiny", "--data", str(tmp_path / "none")]) == 2
+    assert "no llava/ folder" in capsys.readouterr().err
+
+
+def test_gallery_draws_target_and_model_boxes_and_says_when_there_is_none(tmp_path):
+    path = tmp_path / "scene.png"
+    Image.new("RGB", (128, 128), (250, 250, 250)).save(path)
+    hit = RecResult(str(path), "<image>\nTìm: hình tròn màu đỏ.", "[0.10,0.10,0.50,0.50]", (12.8, 12.8, 64.0, 64.0), (12.8, 12.8, 64.0, 64.0))
+    miss = RecResult(str(path), "<image>\nTìm: " + "rất " * 20 + "hình vuông.", "không", None, (70.0, 70.0, 120.0, 120.0))
+    assert hit.iou == pytest.approx(1.0) and miss.iou == 0.0
+    assert miss.question.startswith("…") and miss.question.endswith("hình vuông.") and len(miss.question) == 32
+    sheet = draw_rec_gallery([hit, miss], tmp_path / "g.png", columns=2, cell=128)
+    with Image.open(sheet) as im:
+        px = im.convert("RGB")
+        colours = lambda x0, x1: {px.getpixel((x, y)) for x in range(x0, x1) for y in range(0, 128)}  # noqa: E731
+        assert MODEL in colours(0, 128) and TARGET in colours(0, 128)  # both boxes on the hit
+        assert TARGET in colours(128, 256) and MODEL not in colours(128, 256)  # no model box on the miss
+    with pytest.raises(ValueError, match="no REC results"):
+        draw_rec_gallery([], tmp_path / "none.png")
