@@ -45,7 +45,7 @@ def test_gallery_draws_target_and_model_boxes_and_says_when_there_is_none(tmp_pa
     hit = RecResult(str(path), "<image>\nTìm: hình tròn màu đỏ.", "[0.10,0.10,0.50,0.50]", (12.8, 12.8, 64.0, 64.0), (12.8, 12.8, 64.0, 64.0))
     miss = RecResult(str(path), "<image>\nTìm: " + "rất " * 20 + "hình vuông.", "không", None, (70.0, 70.0, 120.0, 120.0))
     assert hit.iou == pytest.approx(1.0) and miss.iou == 0.0
-    assert miss.question.startswith("…") and miss.question.endswith("hình vuông.") and len(miss.question) == 32
+    assert miss.caption.startswith("…") and miss.caption.endswith("hình vuông.") and len(miss.caption) == 32
     sheet = draw_rec_gallery([hit, miss], tmp_path / "g.png", columns=2, cell=128)
     with Image.open(sheet) as im:
         px = im.convert("RGB")

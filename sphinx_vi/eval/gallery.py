@@ -16,10 +16,10 @@ TARGET, MODEL = (60, 180, 75), (230, 25, 75)  # green, red
 
 @dataclass
 class RecResult:
-    """One REC question: its image, the referring phrase, the model's raw answer, and both boxes in pixels."""
+    """One REC question: its image, the user turn that asks for the object, the model's raw answer, and both boxes in pixels."""
 
     image: str
-    phrase: str  # the user turn that asks for the object
+    question: str
     answer: str
     pred: Box | None
     gt: Box
@@ -29,9 +29,9 @@ class RecResult:
         return 0.0 if self.pred is None else box_iou(self.pred, self.gt)
 
     @property
-    def question(self) -> str:
+    def caption(self) -> str:
         """The question's text without the image placeholder, its end kept (where the phrase is) if long."""
-        text = " ".join(self.phrase.replace("<image>", " ").split())
+        text = " ".join(self.question.replace("<image>", " ").split())
         return text if len(text) <= 32 else "…" + text[-31:]
 
 
@@ -56,7 +56,7 @@ def draw_rec_gallery(results: Sequence[RecResult], out: str | Path, columns: int
                 draw.rectangle([x + box[0] * scale, y + box[1] * scale, x + box[2] * scale, y + box[3] * scale],
                                outline=colour, width=width)
         verdict = "no box" if r.pred is None else f"IoU {r.iou:.2f}" + (" ✓" if r.iou >= 0.5 else " ✗")
-        draw.text((x + 4, y + cell + 2), r.question, font=text_font, fill=(0, 0, 0))
+        draw.text((x + 4, y + cell + 2), r.caption, font=text_font, fill=(0, 0, 0))
         draw.text((x + 4, y + cell + 20), verdict, font=text_font, fill=TARGET if r.iou >= 0.5 else MODEL)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

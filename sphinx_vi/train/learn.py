@@ -130,7 +130,7 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
     rec_results = report.get("_rec_results", [])
     if rec_results:
         draw_rec_gallery(rec_results[:16], out / "rec_examples.png")
-    result.update({"rec_examples": [(r.phrase, r.answer) for r in rec_results[:5]], "rec_curve": curve,
+    result.update({"rec_examples": [(r.question, r.answer) for r in rec_results[:5]], "rec_curve": curve,
                    "main_pipeline_minutes": round(main_minutes, 1), "timings_s": timings,
                    "train_images": train_images, "heldout_images": heldout_images, "eval_limit": eval_limit,
                    "stage2_steps": cfg2.max_steps, "stage0_steps": stage0_steps})
