@@ -91,8 +91,6 @@ class TrainConfig:
             raise ValueError("choose 'llm' (full) or 'llm_lora', not both")
         if self.box_attention < 0:
             raise ValueError(f"box_attention is a loss weight, must be >= 0, got {self.box_attention}")
-        if self.box_attention_lead_weight <= 0:
-            raise ValueError(f"box_attention_lead_weight must be > 0, got {self.box_attention_lead_weight}")
         if self.box_attention > 0 and self.gradient_checkpointing:
             raise ValueError("box_attention recomputes attention from activations that gradient_checkpointing discards: "
                              "turn one of them off")
