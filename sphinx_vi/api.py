@@ -8,9 +8,11 @@ from typing import Any, Callable, Literal, Sequence, Union, overload
 
 import torch
 from PIL import Image
+from transformers import LogitsProcessorList
 
 from .configuration import SphinxViConfig
 from .grounding import Detection, deduplicate, format_box, parse
+from .grounding.constraint import BoxGrammarConstraint
 from .images import ImageInput
 from .modeling import SphinxViForConditionalGeneration
 from .presets import list_presets, preset_config_dict
@@ -42,6 +44,7 @@ class SphinxVi:
         self.model = model.eval()
         self.processor = processor
         self._session: ChatSession | None = None  # the last conversation `chat` continued (its KV cache)
+        self._box_grammar: BoxGrammarConstraint | None = None
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -102,6 +105,27 @@ class SphinxVi:
     def device(self) -> torch.device:
         return self.model.device
 
+    # --- decoding -------------------------------------------------------------------------------
+    @property
+    def box_grammar(self) -> BoxGrammarConstraint:
+        """The logits processor that keeps text inside `[`…`]` to coordinates (built once)."""
+        if self._box_grammar is None:
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._box_grammar = BoxGrammarConstraint(self.processor.tokenizer, vocab)
+        return self._box_grammar
+
+    def generation_kwargs(self, **gen: Any) -> dict[str, Any]:
+        """`generate` options for an answer: the API's defaults, the tokenizer's pad and EOS, and
+        the box grammar as a logits processor unless `constrain_boxes=False` is given."""
+        kwargs = {**DEFAULT_GENERATION, **gen}
+        constrain = kwargs.pop("constrain_boxes", True)
+        tok = self.processor.tokenizer
+        kwargs.setdefault("pad_token_id", tok.pad_token_id)
+        kwargs.setdefault("eos_token_id", tok.eos_token_id)
+        if constrain:
+            kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), self.box_grammar])
+        return kwargs
+
     # --- chat -----------------------------------------------------------------------------------
     def _messages(self, prompt: str, history: History | None) -> list[dict[str, str]]:
         messages: list[dict[str, str]] = []
@@ -120,14 +144,10 @@ class SphinxVi:
     def _generate(self, images: list[Image.Image], prompts: list[str], history: History | None, **gen: Any) -> list[str]:
         texts = [self.processor.apply_chat_template(self._messages(p, history)) for p in prompts]
         inputs = self.processor(texts, images).to(self.device)
-        kwargs = {**DEFAULT_GENERATION, **gen}
-        tok = self.processor.tokenizer
-        kwargs.setdefault("pad_token_id", tok.pad_token_id)
-        kwargs.setdefault("eos_token_id", tok.eos_token_id)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, **kwargs)
+            out = self.model.generate(**inputs, **self.generation_kwargs(**gen))
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        return [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def _prepare(self, image, prompt: str | Sequence[str] | Callable[[Image.Image], str]):
         """Load the image(s) once and pair each with its prompt (a string, a list, or a function of the image)."""

@@ -3,8 +3,9 @@
 `generate` rebuilds its logits processors and stopping criteria per call and runs them as
 general tensors ops every step (`torch.isin` over the whole vocabulary for suppressed tokens and
 `min_new_tokens`); at small and medium sizes that overhead is comparable to the model itself.
-Greedy decoding with `max_new_tokens`, `min_new_tokens`, EOS, suppressed tokens, left padding
-and an existing KV cache needs none of it. Any other option goes to `transformers`' generate.
+Greedy decoding with `max_new_tokens`, `min_new_tokens`, EOS, suppressed tokens, left padding,
+an existing KV cache and given `logits_processor`s (called like `generate` calls them, after the
+built-in ones) needs none of it. Any other option goes to `transformers`' generate.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 # Options the lean loop implements exactly; anything else (sampling, beams, streamers,
 # scores, ...) is handled by `GenerationMixin.generate`.
 SUPPORTED = {"max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "pad_token_id", "eos_token_id",
-             "suppress_tokens", "past_key_values", "return_dict_in_generate", "use_cache", "inputs_embeds"}
+             "suppress_tokens", "past_key_values", "return_dict_in_generate", "use_cache", "inputs_embeds",
+             "logits_processor"}
 
 
 # Fields of a model's generation config that add logits processors or stopping criteria.
@@ -61,6 +63,7 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     suppress = _ids(kwargs.get("suppress_tokens", config.suppress_tokens))
     pad = kwargs.get("pad_token_id", config.pad_token_id)
     pad = pad if pad is not None else (eos[0] if eos else 0)
+    processors = list(kwargs.get("logits_processor") or [])
     cache = kwargs.get("past_key_values")
     cache = cache if cache is not None else DynamicCache()
     cached = cache.get_seq_length()
@@ -85,6 +88,10 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
             logits[:, suppress] = float("-inf")
         if eos and step < min_new:
             logits[:, eos] = float("-inf")
+        if processors:
+            so_far = torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1) if new_tokens else input_ids  # (B, L + step)
+            for processor in processors:
+                logits = processor(so_far, logits)
         token = logits.argmax(-1)  # (B,)
         if eos_t is not None:
             token = torch.where(unfinished, token, torch.full_like(token, pad))

@@ -67,14 +67,10 @@ class ChatSession:
     @torch.inference_mode()
     def send(self, prompt: str, **generate_kwargs: Any) -> str:
         """Answer `prompt` given the history so far; the answer joins the history."""
-        from .api import DEFAULT_GENERATION
-
         vi, model, tok = self.vi, self.vi.model, self.vi.processor.tokenizer
-        kwargs = {**DEFAULT_GENERATION, **generate_kwargs}
+        kwargs = vi.generation_kwargs(**generate_kwargs)
         if kwargs.get("num_beams", 1) != 1:
             raise ValueError("a cached chat session decodes one sequence: use num_beams=1 (or SphinxVi.chat for beam search)")
-        kwargs.setdefault("pad_token_id", tok.pad_token_id)
-        kwargs.setdefault("eos_token_id", tok.eos_token_id)
         ids = self._prompt_ids(prompt)
         cached = self._cache.get_seq_length() if self._cache is not None else 0
         keep = min(_common_prefix(self._ids, ids), cached, len(ids) - 1)

@@ -19,7 +19,7 @@ MAX_NEW_TOKENS = {"rec": 32, "detection": 160, "keypoints": 320, "vqa": 12}
 
 
 def answer(vi: SphinxVi, samples: list[Sample], max_new_tokens: int, batch_size: int = 32, desc: str = "") -> list[str]:
-    """Greedy answers to each sample's last user turn (its image(s) attached), batched."""
+    """Greedy answers (boxes kept to the grammar, as the API decodes) to each sample's first user turn, batched."""
     out: list[str] = []
     tok = vi.processor.tokenizer
     for i in tqdm(range(0, len(samples), batch_size), desc=desc, leave=False, disable=len(samples) <= batch_size):
@@ -28,8 +28,7 @@ def answer(vi: SphinxVi, samples: list[Sample], max_new_tokens: int, batch_size:
         images = [p for s in chunk for p in s.images]
         inputs = vi.processor(texts, images).to(vi.device)
         with torch.inference_mode():
-            ids = vi.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            ids = vi.model.generate(**inputs, **vi.generation_kwargs(max_new_tokens=max_new_tokens, do_sample=False))
         out += [t.strip() for t in tok.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
     return out
 
