@@ -28,10 +28,19 @@ def test_eval_cli_scores_every_task_against_its_baseline_and_draws_rec(world, tm
         assert key in report
     assert report["rec_n"] == report["det_n"] == report["pose_n"] == report["vqa_n"] == 3 and report["text_loss"] > 0
     assert not any(k.startswith("_") for k in report)  # in-memory results stay out of the JSON
+    assert report["box_grammar"] is True  # boxes decoded as the API decodes them
     table = capsys.readouterr().out
-    assert "REC Acc@0.5" in table and "VQA accuracy" in table
+    assert "REC Acc@0.5" in table and "VQA accuracy" in table and "REC answers parsed" in table
     with Image.open(gallery) as im:
         assert im.size == (4 * 256, 256 + 40)  # 3 results: one row of the 4-column grid
+
+
+def test_eval_cli_can_decode_without_the_box_grammar(world, tmp_path):
+    out = tmp_path / "free.json"
+    assert eval_main(["--model", "tiny", "--data", str(world), "--limit", "2", "--tasks", "rec", "--out", str(out),
+                      "--no-box-grammar"]) == 0
+    report = json.loads(out.read_text())
+    assert report["box_grammar"] is False and report["rec_n"] == 2 and "det_n" not in report
 
 
 def test_eval_cli_missing_data_is_a_clear_error(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`python -m sphinx_vi.eval --model DIR --data DIR --out report.json [--limit N] [--gallery rec.png]`"""
+"""`python -m sphinx_vi.eval --model DIR --data DIR --out report.json [--limit N] [--gallery rec.png] [--no-box-grammar]`"""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--gallery", type=Path, default=None, help="PNG: the first 16 REC answers drawn on their images")
+    p.add_argument("--no-box-grammar", action="store_true",
+                   help="decode without the box-grammar constraint (to measure what it adds)")
     args = p.parse_args(argv)
     from ..api import SphinxVi
 
     try:
         vi = SphinxVi.load(args.model)
-        report = evaluate(vi, args.data, args.limit, args.tasks, args.batch_size)
+        report = evaluate(vi, args.data, args.limit, args.tasks, args.batch_size, constrain_boxes=not args.no_box_grammar)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from .gallery import RecResult
 MAX_NEW_TOKENS = {"rec": 32, "detection": 160, "keypoints": 320, "vqa": 12}
 
 
-def answer(vi: SphinxVi, samples: list[Sample], max_new_tokens: int, batch_size: int = 32, desc: str = "") -> list[str]:
-    """Greedy answers (boxes kept to the grammar, as the API decodes) to each sample's first user turn, batched."""
+def answer(vi: SphinxVi, samples: list[Sample], max_new_tokens: int, batch_size: int = 32, desc: str = "",
+           constrain_boxes: bool = True) -> list[str]:
+    """Greedy answers to each sample's first user turn, batched; boxes kept to the grammar as the API
+    decodes them unless `constrain_boxes` is False."""
     out: list[str] = []
     tok = vi.processor.tokenizer
     for i in tqdm(range(0, len(samples), batch_size), desc=desc, leave=False, disable=len(samples) <= batch_size):
@@ -28,7 +31,8 @@ def answer(vi: SphinxVi, samples: list[Sample], max_new_tokens: int, batch_size:
         images = [p for s in chunk for p in s.images]
         inputs = vi.processor(texts, images).to(vi.device)
         with torch.inference_mode():
-            ids = vi.model.generate(**inputs, **vi.generation_kwargs(max_new_tokens=max_new_tokens, do_sample=False))
+            options = vi.generation_kwargs(max_new_tokens=max_new_tokens, do_sample=False, constrain_boxes=constrain_boxes)
+            ids = vi.model.generate(**inputs, **options)
         out += [t.strip() for t in tok.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
     return out
 
@@ -41,6 +45,18 @@ def image_size(sample: Sample) -> tuple[int, int]:
         return im.size
 
 
+@dataclass
+class Answers:
+    """How a task's answers are decoded: `answers(samples, task)` → the model's texts."""
+
+    vi: SphinxVi
+    batch_size: int = 32
+    constrain_boxes: bool = True
+
+    def __call__(self, samples: list[Sample], task: str) -> list[str]:
+        return answer(self.vi, samples, MAX_NEW_TOKENS[task], self.batch_size, task, self.constrain_boxes)
+
+
 def load_task(data: Path, task: str, limit: int | None) -> list[Sample]:
     """The first `limit` samples of `data`/llava/{task}.json (none if the file is absent)."""
     path = data / "llava" / f"{task}.json"
@@ -50,8 +66,8 @@ def load_task(data: Path, task: str, limit: int | None) -> list[Sample]:
     return samples[:limit] if limit else samples
 
 
-def eval_rec(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
-    answers = answer(vi, samples, MAX_NEW_TOKENS["rec"], bs, "rec")
+def eval_rec(samples: list[Sample], ask: Answers) -> dict[str, Any]:
+    answers = ask(samples, "rec")
     sizes = [image_size(s) for s in samples]
     gts = [parse(s.messages[-1]["content"], sz).boxes[0] for s, sz in zip(samples, sizes)]
     preds = [next(iter(parse(a, sz).boxes), None) for a, sz in zip(answers, sizes)]
@@ -65,8 +81,8 @@ def eval_rec(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
                              for s, a, p, g in zip(samples, answers, preds, gts)]}
 
 
-def eval_detection(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
-    answers = answer(vi, samples, MAX_NEW_TOKENS["detection"], bs, "detection")
+def eval_detection(samples: list[Sample], ask: Answers) -> dict[str, Any]:
+    answers = ask(samples, "detection")
     sizes = [image_size(s) for s in samples]
     gts = [parse(s.messages[-1]["content"], sz).boxes for s, sz in zip(samples, sizes)]
     preds = [parse(a, sz).boxes for a, sz in zip(answers, sizes)]
@@ -79,8 +95,8 @@ def eval_detection(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, An
             "det_ap": ap["ap"], "det_ap50": ap["ap50"], "det_f1_50_baseline": base["f1"], "det_n": len(samples)}
 
 
-def eval_keypoints(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
-    answers = answer(vi, samples, MAX_NEW_TOKENS["keypoints"], bs, "keypoints")
+def eval_keypoints(samples: list[Sample], ask: Answers) -> dict[str, Any]:
+    answers = ask(samples, "keypoints")
     sizes = [image_size(s) for s in samples]
     boxes = [parse(s.messages[0]["content"], sz).boxes[0] for s, sz in zip(samples, sizes)]
     gts = [next((d.points for d in parse(s.messages[-1]["content"], sz).detections if d.points), {}) for s, sz in zip(samples, sizes)]
@@ -91,8 +107,8 @@ def eval_keypoints(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, An
             "pose_oks_ap_baseline": M.keypoint_oks_ap(base, gts, boxes, sizes)["ap"], "pose_n": len(samples)}
 
 
-def eval_vqa(vi: SphinxVi, samples: list[Sample], bs: int) -> dict[str, Any]:
-    answers = answer(vi, samples, MAX_NEW_TOKENS["vqa"], bs, "vqa")
+def eval_vqa(samples: list[Sample], ask: Answers) -> dict[str, Any]:
+    answers = ask(samples, "vqa")
     gts = [s.messages[-1]["content"] for s in samples]
     questions = [s.messages[0]["content"] for s in samples]
     return {"vqa_acc": M.vqa_accuracy(answers, gts), "vqa_acc_baseline": M.vqa_majority_baseline(questions, gts), "vqa_n": len(samples)}
@@ -128,15 +144,19 @@ def text_loss(vi: SphinxVi, data: Path, limit: int | None, bs: int = 16) -> dict
 TASKS = {"rec": eval_rec, "detection": eval_detection, "keypoints": eval_keypoints, "vqa": eval_vqa}
 
 
-def evaluate(vi: SphinxVi, data: str | Path, limit: int | None = None, tasks: list[str] | None = None, batch_size: int = 32) -> dict[str, Any]:
+def evaluate(vi: SphinxVi, data: str | Path, limit: int | None = None, tasks: list[str] | None = None, batch_size: int = 32,
+             constrain_boxes: bool = True) -> dict[str, Any]:
+    """Score every task (or `tasks`) on `data`'s first `limit` samples each; greedy answers, boxes kept to
+    the grammar unless `constrain_boxes` is False (the report says which: `box_grammar`)."""
     data = Path(data)
     if not (data / "llava").is_dir():
         raise FileNotFoundError(f"{data}: no llava/ folder (make a held-out set: python -m sphinx_vi.data synth --out {data} --seed 1)")
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {"box_grammar": constrain_boxes}
+    ask = Answers(vi, batch_size, constrain_boxes)
     for task in tasks or list(TASKS):
         samples = load_task(data, task, limit)
         if samples:
-            report.update(TASKS[task](vi, samples, batch_size))
+            report.update(TASKS[task](samples, ask))
     report.update(text_loss(vi, data, limit))
     return report
 
@@ -145,6 +165,7 @@ ROWS = [
     ("REC Acc@0.5", "rec_acc50", "rec_acc50_baseline"),
     ("REC Acc@0.3", "rec_acc30", "rec_acc30_baseline"),
     ("REC mean IoU", "rec_miou", None),
+    ("REC answers parsed", "rec_parse_rate", None),
     ("detection F1@0.5", "det_f1_50", "det_f1_50_baseline"),
     ("detection P@0.5", "det_precision_50", None),
     ("detection R@0.5", "det_recall_50", None),
