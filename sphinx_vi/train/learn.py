@@ -78,7 +78,7 @@ def _plot_curve(rows: list[dict], baseline: float, out: Path) -> None:
 
 
 def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limit: int, ablations: bool,
-        embed: bool, stage2_steps: int | None, ablation_steps: int, stage0_steps: int = 4000,
+        embed: bool, stage2_steps: int | None, ablation_steps: int, stage0_steps: int = 5000,
         stage1_steps: int | None = None) -> dict:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -227,7 +227,7 @@ def main() -> None:
     p.add_argument("--train-images", type=int, default=4000)
     p.add_argument("--heldout-images", type=int, default=500)
     p.add_argument("--eval-limit", type=int, default=400, help="held-out samples per task")
-    p.add_argument("--stage0-steps", type=int, default=4000, help="stage-0 tower steps (kind recognition clicks in after ~2,000)")
+    p.add_argument("--stage0-steps", type=int, default=5000, help="stage-0 tower steps (kind recognition clicks in after ~2,000 and still rises at 4,000)")
     p.add_argument("--stage1-steps", type=int, default=None, help="override tiny_stage1.yaml's max_steps")
     p.add_argument("--stage2-steps", type=int, default=None, help="override tiny_stage2.yaml's max_steps")
     p.add_argument("--ablation-steps", type=int, default=600)
