@@ -66,3 +66,33 @@ def task_prompt(task: str, lang: Lang | Literal["auto"] = "auto", **fields: str)
     if lang not in ("vi", "en"):
         raise ValueError(f"lang must be 'vi', 'en' or 'auto', got {lang!r}")
     return TASK_PROMPTS[task][lang].format(**fields)
+
+
+# Prompt fields that name what the answer's boxes ground (REC's expression, detection's category).
+PHRASE_FIELDS = ("expression", "category")
+
+
+def _phrase_patterns() -> list[re.Pattern]:
+    patterns = []
+    for templates in TASK_PROMPTS.values():
+        for template in templates.values():
+            for field in PHRASE_FIELDS:
+                key = "{" + field + "}"
+                if key in template and template.count("{") == 1:
+                    prefix, suffix = template.split(key)
+                    patterns.append(re.compile(re.escape(prefix) + r"(.+?)" + re.escape(suffix)))
+    return patterns
+
+
+_PHRASE_PATTERNS = _phrase_patterns()
+
+
+def find_phrase(text: str) -> tuple[int, int] | None:
+    """Character span of the phrase a task prompt in `text` asks about (REC's expression, detection's
+    category); the last such prompt wins; None when `text` holds none."""
+    best = None
+    for pattern in _PHRASE_PATTERNS:
+        for m in pattern.finditer(text):
+            if best is None or m.start(1) > best[0]:
+                best = m.span(1)
+    return best

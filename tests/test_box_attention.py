@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from sphinx_vi.data import Sample, SampleEncoder, collate, collate_packed
-from sphinx_vi.train.box_attention import BoxAttention
+from sphinx_vi.prompts import find_phrase, task_prompt
+from sphinx_vi.train.box_attention import BoxAttention, PhraseAttention
 from sphinx_vi.vision.mixed import visual_token_boxes
 
 
@@ -174,3 +175,69 @@ def test_degenerate_boxes_and_far_edge_points_never_give_an_infinite_loss(tiny, 
         assert torch.isfinite(guide.pop_loss())
     finally:
         guide.remove()
+
+
+def test_phrase_targets_point_each_box_lead_at_the_phrase_it_grounds(tiny, image):
+    enc = SampleEncoder(tiny.processor)
+    rec_q = task_prompt("rec", "vi", expression="hình tròn màu đỏ")
+    samples = [
+        _chat(image, rec_q, "[0.00,0.00,0.30,0.30]"),  # REC: the question's expression
+        _chat(image, "Phát hiện các hình tròn.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
+        _chat(image, "Các khớp?", "<p>nose</p> [0.10,0.90], <p>left eye</p> [0.90,0.10]", task="keypoints"),
+        _chat(image, "Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông màu xanh lá", task="reg"),  # no box written: no phrase term
+        _chat(image, "Ở đâu?", "[0.10,0.10,0.40,0.40]"),  # no known prompt, no tagged phrase: nothing to read
+    ]
+    batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
+    guide = PhraseAttention(tiny.model, tiny.processor.tokenizer, tiny.model.config.image_token_id, [0], 2)
+    try:
+        query, focus = guide.targets(batch["input_ids"], batch["labels"])
+    finally:
+        guide.remove()
+    tok = tiny.processor.tokenizer
+
+    def read(b):  # (text each guided row predicts, the phrase text it is pointed at), per guided row
+        ids = batch["input_ids"][b]
+        return [(tok.decode(ids[q + 1]), tok.decode(ids[focus[b, q]]).strip()) for q in query[b].nonzero().flatten().tolist()]
+
+    rec = read(0)
+    assert "".join(t for t, _ in rec).strip() == "[0.00," and {p for _, p in rec} == {"hình tròn màu đỏ"}  # the lead only
+    det = read(1)
+    assert "".join(t for t, _ in det).strip() == "[0.00,0.70," and {p for _, p in det} == {"hình tròn"}  # both boxes of the list
+    assert {p for _, p in read(2)} == {"nose", "left eye"}
+    assert not query[3].any() and not query[4].any()
+    assert query[0].max() == 1.0  # no lead weight: every guided row is a lead row
+
+
+def test_phrase_hook_loss_is_minus_mean_log_attention_over_the_phrase(tiny, image):
+    model = tiny.model
+    enc = SampleEncoder(tiny.processor)
+    batch = collate([enc(_chat(image, task_prompt("rec", "en", expression="the big star"), "[0.50,0.00,1.00,0.50]")),
+                     enc(_chat(image, "Tìm.", "<p>hình thoi</p> [0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
+    guide = PhraseAttention(model, tiny.processor.tokenizer, model.config.image_token_id, [0], 3)
+    query, focus = guide.targets(batch["input_ids"], batch["labels"])
+    before = model.language_model.config._attn_implementation
+    model.language_model.set_attn_implementation("eager")
+    try:
+        guide.use_targets(query, focus)
+        with torch.enable_grad():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
+                        output_attentions=True)
+        loss = guide.pop_loss()
+    finally:
+        guide.remove()
+        model.language_model.set_attn_implementation(before)
+    probs = out.attentions[0][:, :3]  # (B, 3, L, L)
+    b, q = query.nonzero(as_tuple=True)
+    on = focus[b, q].unsqueeze(1).float()  # (Q, 1, L)
+    expected = (-(probs[b, :, q].clamp_min(1e-30).log() * on).sum(-1) / on.sum(-1)).mean(-1).sum()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="phrase_attention_heads"):
+        PhraseAttention(model, tiny.processor.tokenizer, model.config.image_token_id, [0], 99)
+
+
+def test_find_phrase_reads_the_field_a_task_prompt_asks_about():
+    text = "[INST] <image>\n" + task_prompt("detect", "en", category="red stars") + " [/INST] ok [INST] " \
+        + task_prompt("rec", "vi", expression="hình tròn màu đỏ") + " [/INST]"
+    start, end = find_phrase(text)
+    assert text[start:end] == "hình tròn màu đỏ"  # the last prompt wins
+    assert find_phrase("[INST] What colour is it? [/INST]") is None

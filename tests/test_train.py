@@ -245,15 +245,18 @@ def test_stage2_with_box_attention_logs_the_guided_mass_and_saves_a_stock_model(
     import json
 
     final = stage2(_cfg(world, tmp_path / "box", box_attention=1.0, box_attention_layers=[-1], box_attention_heads=2,
-                        mixture={"rec": 1.0, "reg": 1.0}, max_steps=3))
+                        phrase_attention=0.5, phrase_attention_layers=[0], mixture={"rec": 1.0, "reg": 1.0}, max_steps=3))
     rows = [json.loads(x) for x in (tmp_path / "box" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["box_attention"] > 0 for r in rows)  # −log mass on the box, logged every step
+    assert all(r["phrase_attention"] > 0 for r in rows)  # −mean log attention on the REC expression
     vi = SphinxVi.from_pretrained(final)
-    assert not vi.model.language_model.get_decoder().layers[-1].self_attn._forward_pre_hooks  # no hook is saved
-    with pytest.raises(ValueError, match="gradient_checkpointing"):
-        _cfg(world, tmp_path / "x", box_attention=1.0, gradient_checkpointing=True)
-    with pytest.raises(ValueError, match="loss weight"):
-        _cfg(world, tmp_path / "x", box_attention=-1.0)
+    for layer in vi.model.language_model.get_decoder().layers:
+        assert not layer.self_attn._forward_pre_hooks  # no hook is saved
+    for name in ("box_attention", "phrase_attention"):
+        with pytest.raises(ValueError, match="gradient_checkpointing"):
+            _cfg(world, tmp_path / "x", **{name: 1.0}, gradient_checkpointing=True)
+        with pytest.raises(ValueError, match="loss weight"):
+            _cfg(world, tmp_path / "x", **{name: -1.0})
 
 
 def test_stage0_people_scenes_label_figures_and_keypoints():

@@ -16,7 +16,14 @@ target even on misses). `lead_weight` weighs the positions that predict a box's 
 up to the end of its first number that much more than the rest, so that the choice is not drowned
 by the many easy follow-up positions.
 
-It is a training-time hook only: the model's forward, its saved weights and inference are the
+`PhraseAttention` guides the step before: at the same lead positions, the first heads of an early
+layer (default layer 0) are trained to spread their attention over the tokens of the phrase the
+box grounds (the `<p>…</p>` just before it, or the REC expression / detection category of the
+question), −mean log attention over those tokens. A guided head in layer 1 can only choose the
+object the phrase means if layer 0 brought the whole phrase to the answer's first position; left
+alone, layer 0 reads the kind word and hardly the colour word (reports/learning/history.md).
+
+Both are training-time hooks only: the model's forward, its saved weights and inference are the
 stock ones. The attention of the guided heads is recomputed from the layer's own q/k projections
 (so any attention kernel can run the forward), inside a forward pre-hook, where FSDP and ZeRO-3
 have the layer's weights gathered.
@@ -25,6 +32,8 @@ have the layer's weights gathered.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -32,13 +41,31 @@ from transformers.models.mistral.modeling_mistral import apply_rotary_pos_emb
 
 from ..data import IGNORE_INDEX
 from ..grounding.grammar import read_numbers
+from ..prompts import find_phrase
 from ..vision.mixed import visual_token_boxes
 
 _SEPARATOR = re.compile(r"[;\]]")  # ends one box or point of a coordinate group
+_TAGGED_PHRASE = re.compile(r"<p>([^<>]+)</p>\s*$")  # a `<p>…</p>` phrase right before a box
+
+
+@dataclass
+class _Answer:
+    """One assistant answer of row `row`: tokens [begin, end) of `ids`; its question starts at `prompt_from`."""
+
+    row: int
+    start: int  # the sample's first position (packed rows hold several samples)
+    prompt_from: int
+    begin: int
+    end: int
+    ids: list[int]
+    images: torch.Tensor  # (T_img,) positions of the sample's visual tokens
+    groups: list[tuple[int, int, int, list[float]]]  # (i, j, lead end m, values) per box or point, absolute positions
 
 
 class BoxAttention:
     """Hooks on the LLM's attention layers: `targets` of a batch, `use_targets` before its forward, `pop_loss` after."""
+
+    option = "box_attention"  # the config fields' prefix, for error messages
 
     def __init__(self, model: nn.Module, tokenizer, image_token_id: int, layers: list[int], heads: int,
                  lead_weight: float = 1.0) -> None:
@@ -46,9 +73,9 @@ class BoxAttention:
         n_layers, n_heads = len(decoder_layers), model.language_model.config.num_attention_heads
         bad = [i for i in layers if not -n_layers <= i < n_layers]
         if bad or not layers:
-            raise ValueError(f"box_attention_layers {layers} must name layers of the {n_layers}-layer LLM")
+            raise ValueError(f"{self.option}_layers {layers} must name layers of the {n_layers}-layer LLM")
         if not 1 <= heads <= n_heads:
-            raise ValueError(f"box_attention_heads must be in 1..{n_heads}, got {heads}")
+            raise ValueError(f"{self.option}_heads must be in 1..{n_heads}, got {heads}")
         if lead_weight <= 0:
             raise ValueError(f"box_attention_lead_weight must be > 0, got {lead_weight}")
         self.tokenizer, self.image_token_id, self.heads, self.lead_weight = tokenizer, image_token_id, heads, lead_weight
@@ -103,6 +130,26 @@ class BoxAttention:
         B, L = input_ids.shape
         query = torch.zeros(B, L)
         focus = torch.zeros(B, L, L, dtype=torch.bool)
+        for answer in self._answers(input_ids, labels, position_ids):
+            b, s0, t, end = answer.row, answer.start, answer.begin, answer.end
+            spans = answer.groups
+            if not spans:
+                question = [i for i in answer.ids[answer.prompt_from:t] if i != self.image_token_id]
+                given = self.coordinate_groups(question)
+                spans = [(t, end, t, given[0][3])] if len(given) == 1 and len(given[0][3]) == 4 else []
+            for i, j, m, values in spans:
+                cells = self._cells(values)
+                if not cells.any():
+                    continue  # a degenerate box on a cell edge covers no token: nothing to look at
+                rows = torch.arange(max(i - 1, s0), j - 1)  # position p predicts token p + 1
+                query[b, rows] = 1.0
+                query[b, max(i - 1, s0) : m - 1] = self.lead_weight  # the rows predicting tokens [i, m)
+                focus[b, rows.unsqueeze(1), answer.images[cells].unsqueeze(0)] = True
+        return query, focus
+
+    def _answers(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None) -> Iterator[_Answer]:
+        """Every assistant answer of a sample with exactly one image, with the coordinate groups it writes."""
+        B, L = input_ids.shape
         starts = position_ids == 0 if position_ids is not None else None
         for b in range(B):
             ids, lab = input_ids[b].tolist(), labels[b].tolist()
@@ -119,21 +166,9 @@ class BoxAttention:
                     end = t
                     while end < s1 and lab[end] != IGNORE_INDEX:
                         end += 1
-                    spans = [(t + i, t + j, t + m, v) for i, j, m, v in self.coordinate_groups(ids[t:end])]
-                    if not spans:
-                        question = [i for i in ids[prompt_from:t] if i != self.image_token_id]
-                        given = self.coordinate_groups(question)
-                        spans = [(t, end, t, given[0][3])] if len(given) == 1 and len(given[0][3]) == 4 else []
-                    for i, j, m, values in spans:
-                        cells = self._cells(values)
-                        if not cells.any():
-                            continue  # a degenerate box on a cell edge covers no token: nothing to look at
-                        rows = torch.arange(max(i - 1, s0), j - 1)  # position p predicts token p + 1
-                        query[b, rows] = 1.0
-                        query[b, max(i - 1, s0) : m - 1] = self.lead_weight  # the rows predicting tokens [i, m)
-                        focus[b, rows.unsqueeze(1), images[cells].unsqueeze(0)] = True
+                    groups = [(t + i, t + j, t + m, v) for i, j, m, v in self.coordinate_groups(ids[t:end])]
+                    yield _Answer(b, s0, prompt_from, t, end, ids, images, groups)
                     prompt_from, t = end, end
-        return query, focus
 
     def use_targets(self, query: torch.Tensor, focus: torch.Tensor, position_ids: torch.Tensor | None = None) -> None:
         """Arm the hooks with one micro-batch's `targets` for the next forward."""
@@ -167,9 +202,13 @@ class BoxAttention:
         if segments is not None:
             visible &= segments[b_idx] == segments[b_idx, q_idx].unsqueeze(1)  # packed rows: own sample only
         log_p = scores.float().masked_fill(~visible.unsqueeze(1), float("-inf")).log_softmax(-1)  # (Q, H, L)
-        on_box = log_p.masked_fill(~focus[b_idx, q_idx].unsqueeze(1), float("-inf")).logsumexp(-1)  # (Q, H)
-        weight = query[b_idx, q_idx].to(on_box.dtype)  # (Q,)
-        self._sums.append(-(on_box.mean(-1) * weight).sum())  # Σ over queries of weight · −log mass, averaged over heads
+        weight = query[b_idx, q_idx].to(log_p.dtype)  # (Q,)
+        self._sums.append((self.term(log_p, focus[b_idx, q_idx]).mean(-1) * weight).sum())  # Σ_queries weight · term, head mean
+
+    @staticmethod
+    def term(log_p: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
+        """(Q, H, L) log attention, (Q, L) focus → (Q, H): −log of the attention mass on the focus."""
+        return -log_p.masked_fill(~focus.unsqueeze(1), float("-inf")).logsumexp(-1)
 
     def pop_loss(self) -> torch.Tensor | None:
         """Σ over this forward's (query, layer) terms of weight · −log(attention mass on the box); None if there were none."""
@@ -180,3 +219,59 @@ class BoxAttention:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+class PhraseAttention(BoxAttention):
+    """At the positions that choose a box (its lead), the first `heads` heads of `layers` are trained to
+    read the phrase the box grounds: −mean log attention over the phrase's tokens (its minimum spreads
+    the head evenly over the whole phrase, colour word as well as kind word)."""
+
+    option = "phrase_attention"
+
+    def __init__(self, model: nn.Module, tokenizer, image_token_id: int, layers: list[int], heads: int) -> None:
+        super().__init__(model, tokenizer, image_token_id, layers, heads)
+
+    def phrase_tokens(self, answer: _Answer, box_start: int) -> list[int]:
+        """Positions of the tokens of the phrase the box starting at `box_start` grounds: the `<p>…</p>`
+        that ends right before it in the answer, else the phrase the question asks about; [] if none."""
+        def spans(lo: int, hi: int) -> tuple[str, list[int]]:
+            pieces = [self._piece(i) for i in answer.ids[lo:hi]]
+            offsets = [0]
+            for piece in pieces:
+                offsets.append(offsets[-1] + len(piece))
+            return "".join(pieces), offsets
+
+        def tokens(lo: int, offsets: list[int], c0: int, c1: int) -> list[int]:
+            return [lo + k for k in range(len(offsets) - 1) if offsets[k] < c1 and offsets[k + 1] > c0]
+
+        text, offsets = spans(answer.begin, box_start)
+        if text.rfind("[") > text.rfind("]"):  # a later box of a `[..;..]` list: its phrase precedes the list
+            text = text[: text.rfind("[")]
+        tagged = _TAGGED_PHRASE.search(text)
+        if tagged:
+            return tokens(answer.begin, offsets, *tagged.span(1))
+        text, offsets = spans(answer.prompt_from, answer.begin)
+        found = find_phrase(text)
+        return tokens(answer.prompt_from, offsets, *found) if found else []
+
+    def targets(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None = None):
+        """(B, L) ids and labels → query (B, L) float: 1 at each position that predicts a box's or point's lead
+        (0 elsewhere); focus (B, L, L) bool: the tokens of the phrase that box grounds."""
+        B, L = input_ids.shape
+        query = torch.zeros(B, L)
+        focus = torch.zeros(B, L, L, dtype=torch.bool)
+        for answer in self._answers(input_ids, labels, position_ids):
+            for i, _, m, _ in answer.groups:
+                phrase = self.phrase_tokens(answer, i)
+                if not phrase:
+                    continue
+                rows = torch.arange(max(i - 1, answer.start), m - 1)  # position p predicts token p + 1
+                query[answer.row, rows] = 1.0
+                focus[answer.row, rows.unsqueeze(1), torch.tensor(phrase).unsqueeze(0)] = True
+        return query, focus
+
+    @staticmethod
+    def term(log_p: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
+        """(Q, H, L) log attention, (Q, L) focus → (Q, H): −mean log attention over the focus tokens."""
+        on = focus.unsqueeze(1).to(log_p.dtype)  # (Q, 1, L)
+        return -(log_p.masked_fill(~focus.unsqueeze(1), 0.0) * on).sum(-1) / on.sum(-1).clamp(min=1)

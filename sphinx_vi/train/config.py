@@ -75,6 +75,11 @@ class TrainConfig:
     box_attention_heads: int = _f(1, "how many heads (the first ones) of each guided layer are guided")
     box_attention_lead_weight: float = _f(1.0, "weight of the positions that predict a box's or point's lead (its "
                                                 "opening and first number, where the object is chosen) against the rest")
+    phrase_attention: float = _f(0.0, "weight of phrase-guided attention (sphinx_vi/train/box_attention.py): at the "
+                                      "positions that choose a box, guided heads are trained to read the whole phrase "
+                                      "it grounds (REC expression, detection category, <p>..</p>); 0 = off")
+    phrase_attention_layers: list[int] = _f([0], "LLM layers whose heads read the phrase (before the box-guided layers)")
+    phrase_attention_heads: int = _f(1, "how many heads (the first ones) of each phrase-guided layer are guided")
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in backward to save memory")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f("auto", "auto = bf16 on a GPU that supports it, fp32 on the CPU")
     # --- bookkeeping ---
@@ -89,11 +94,12 @@ class TrainConfig:
             raise ValueError(f"unknown trainable part(s) {bad}; choose from {', '.join(PART_NAMES)}")
         if "llm" in self.trainable and "llm_lora" in self.trainable:
             raise ValueError("choose 'llm' (full) or 'llm_lora', not both")
-        if self.box_attention < 0:
-            raise ValueError(f"box_attention is a loss weight, must be >= 0, got {self.box_attention}")
-        if self.box_attention > 0 and self.gradient_checkpointing:
-            raise ValueError("box_attention recomputes attention from activations that gradient_checkpointing discards: "
-                             "turn one of them off")
+        for name in ("box_attention", "phrase_attention"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is a loss weight, must be >= 0, got {getattr(self, name)}")
+            if getattr(self, name) > 0 and self.gradient_checkpointing:
+                raise ValueError(f"{name} recomputes attention from activations that gradient_checkpointing discards: "
+                                 "turn one of them off")
         if self.qlora and "llm_lora" not in self.trainable:
             raise ValueError("qlora trains LoRA adapters: add 'llm_lora' to trainable")
         for name in ("max_steps", "batch_size", "grad_accum", "reference_batch", "turns_per_image"):

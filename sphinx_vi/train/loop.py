@@ -13,10 +13,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -24,12 +24,18 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data import IGNORE_INDEX, EncodedDataset, LengthGroupedBatches, collate, collate_packed
+from ..data import (
+    IGNORE_INDEX,
+    EncodedDataset,
+    LengthGroupedBatches,
+    collate,
+    collate_packed,
+)
 from ..modeling import SphinxViForConditionalGeneration
-from ..processing import SphinxViProcessor
-from .config import TrainConfig, save_config
 from ..packed_attention import use_packed_attention
-from .box_attention import BoxAttention
+from ..processing import SphinxViProcessor
+from .box_attention import BoxAttention, PhraseAttention
+from .config import TrainConfig, save_config
 from .lineage import write_lineage
 from .metrics import MetricsLog, plot_losses
 from .parts import apply_trainable, merge_lora
@@ -101,8 +107,7 @@ def fit(
     peak_lr, global_batch = scaled_lr(cfg, world)
     attention = use_packed_attention(model.language_model) if cfg.packing else None  # Σ len² attention for packed rows
     counts = apply_trainable(model, cfg)
-    guide = (BoxAttention(model, processor.tokenizer, model.config.image_token_id, cfg.box_attention_layers,
-                          cfg.box_attention_heads, cfg.box_attention_lead_weight) if cfg.box_attention > 0 else None)
+    guides = _guides(model, processor.tokenizer, cfg)  # name → (attention guide, loss weight)
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable()
     if main:
@@ -152,16 +157,16 @@ def fit(
         for s in streams:  # global label-token count of this step, per stream
             n = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro[s.name] if b["input_ids"] is not None)
             totals[s.name] = max(1, int(accelerator.reduce(torch.tensor(n, device=accelerator.device), "sum")))
-        guided = 0.0  # global weight of box-guided (query, layer) terms this step
-        if guide is not None:
+        guided = {name: 0.0 for name in guides}  # per guide: global weight of its (query, layer) terms this step
+        for name, (guide, _) in guides.items():
             for s in streams:
                 for b in micro[s.name]:
                     if b["input_ids"] is not None:
-                        b["box_terms"] = guide.targets(b["input_ids"], b["labels"], b.get("position_ids"))
-                        guided += float(b["box_terms"][0].sum()) * len(guide.layers)
-            guided = float(accelerator.reduce(torch.tensor(guided, device=accelerator.device), "sum"))
+                        b[name] = guide.targets(b["input_ids"], b["labels"], b.get("position_ids"))
+                        guided[name] += float(b[name][0].sum()) * len(guide.layers)
+            guided[name] = float(accelerator.reduce(torch.tensor(guided[name], device=accelerator.device), "sum"))
         loss_sums = {s.name: 0.0 for s in streams}
-        box_sum = 0.0
+        guide_sums = {name: 0.0 for name in guides}
         for a in range(cfg.grad_accum):
             for si, s in enumerate(streams):
                 batch = micro[s.name][a]
@@ -170,8 +175,8 @@ def fit(
                     continue
                 inputs = {k: v.to(accelerator.device) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "labels"}
                 labels = batch["labels"].to(accelerator.device)
-                if guide is not None:
-                    guide.use_targets(*batch["box_terms"], inputs.get("position_ids"))
+                for name, (guide, _) in guides.items():
+                    guide.use_targets(*batch[name], inputs.get("position_ids"))
                 last = a == cfg.grad_accum - 1 and si == len(streams) - 1
                 with accelerator.autocast(), (accelerator.no_sync(model) if not last else _null()):
                     # the model projects only labelled positions onto the vocabulary (skip_logits)
@@ -184,10 +189,11 @@ def fit(
                             f"Lower the learning rate (now {scheduler.get_last_lr()[0]:g}) or check the data."
                         )
                     loss = s.weight * total / totals[s.name] * world
-                    box = guide.pop_loss() if guide is not None else None
-                    if box is not None:
-                        loss = loss + cfg.box_attention * box / max(guided, 1) * world
-                        box_sum += box.item()
+                    for name, (guide, weight) in guides.items():
+                        term = guide.pop_loss()
+                        if term is not None:
+                            loss = loss + weight * term / max(guided[name], 1) * world
+                            guide_sums[name] += term.item()
                     accelerator.backward(loss)
                 loss_sums[s.name] += total.item()
                 seen += batch["input_ids"].shape[0]
@@ -198,16 +204,17 @@ def fit(
         losses = {s.name: float(accelerator.reduce(torch.tensor(loss_sums[s.name], device=accelerator.device), "sum")) / totals[s.name] for s in streams}
         done = step + 1
         bar.update(1)
-        bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, **({"box": f"{box_sum / guided:.3f}"} if guided else {})},
-                        refresh=False)
+        shown = {name.split("_")[0]: f"{guide_sums[name] / guided[name]:.3f}" for name in guides if guided[name]}
+        bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, **shown}, refresh=False)
         if done % cfg.log_every == 0 or done == cfg.max_steps or done == 1:
             row = {"step": done, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - t0, 2),
                    "samples_per_s": round(seen * world / max(1e-9, time.perf_counter() - t0), 2), "dropped": dropped}
             row["loss"] = sum(s.weight * losses[s.name] for s in streams)
             if len(streams) > 1:
                 row.update({f"loss_{s.name}": losses[s.name] for s in streams})
-            if guided:
-                row["box_attention"] = float(accelerator.reduce(torch.tensor(box_sum, device=accelerator.device), "sum")) / guided
+            for name in guides:
+                if guided[name]:
+                    row[name] = float(accelerator.reduce(torch.tensor(guide_sums[name], device=accelerator.device), "sum")) / guided[name]
             if grad_norm is not None:
                 row["grad_norm"] = float(grad_norm)
             log.write(row)
@@ -217,7 +224,7 @@ def fit(
             bar.close()
             return out  # simulated interruption (tests)
     bar.close()
-    if guide is not None:
+    for guide, _ in guides.values():
         guide.remove()
     final = out / "final"
     accelerator.wait_for_everyone()
@@ -238,6 +245,18 @@ def fit(
         print(f"[{cfg.stage}] final model: {final}")
     accelerator.wait_for_everyone()
     return final
+
+
+def _guides(model, tokenizer, cfg: TrainConfig) -> dict[str, tuple[BoxAttention, float]]:
+    """The attention guides `cfg` turns on, by the name their mean term is logged under, with their loss weights."""
+    guides: dict[str, tuple[BoxAttention, float]] = {}
+    if cfg.box_attention > 0:
+        guides["box_attention"] = (BoxAttention(model, tokenizer, model.config.image_token_id, cfg.box_attention_layers,
+                                                cfg.box_attention_heads, cfg.box_attention_lead_weight), cfg.box_attention)
+    if cfg.phrase_attention > 0:
+        guides["phrase_attention"] = (PhraseAttention(model, tokenizer, model.config.image_token_id, cfg.phrase_attention_layers,
+                                                      cfg.phrase_attention_heads), cfg.phrase_attention)
+    return guides
 
 
 class _null:
