@@ -126,5 +126,5 @@ def test_lean_loop_and_transformers_agree_with_the_constraint(shapes_model):
         lean = vi.model.generate(**inputs, **kwargs)
         hf = vi.model.generate(**inputs, **kwargs, output_scores=False)  # an option only transformers handles
     assert torch.equal(lean, hf)
-    answers = vi.processor.tokenizer.batch_decode(lean[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert all(not parse(a, (128, 128)).warnings for a in answers), answers
+    rec_answer = vi.processor.tokenizer.decode(lean[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert len(parse(rec_answer, (128, 128)).boxes) == 1 and not parse(rec_answer, (128, 128)).warnings, rec_answer

@@ -91,7 +91,7 @@ def test_answer_token_loss_lists_every_rec_answer_position(tmp_path, tiny):
 def test_rec_outcomes_classify_every_answer_and_attention_is_split_by_outcome(tmp_path):
     from sphinx_vi import SphinxVi
     from sphinx_vi.data.world.generate import synthesize
-    from sphinx_vi.eval.diagnose import attention_on_target, rec_outcomes
+    from sphinx_vi.eval.diagnose import attention_on_target, phrase_reading, rec_outcomes
 
     synthesize(tmp_path, 6, seed=6, tasks=["rec", "detection"], progress=False)
     vi = SphinxVi.from_pretrained("tiny-shapes")
@@ -109,6 +109,13 @@ def test_rec_outcomes_classify_every_answer_and_attention_is_split_by_outcome(tm
         assert ((mass > 0) & (mass <= 1 + 1e-5)).all()  # a share of a softmax over keys that include the target
     assert att["samples"] == {"hit": 4, "miss": 4}
     assert vi.model.language_model.config._attn_implementation == kernel  # the eager kernel was only borrowed
+    reading = phrase_reading(vi, tmp_path, hits, batch=3)
+    for side in ("hit", "miss"):
+        phrase, colour, kind = (torch.tensor(reading[p][side]) for p in ("phrase", "colour", "kind"))
+        assert phrase.shape == (cfg.num_hidden_layers, cfg.num_attention_heads)
+        assert (colour > 0).all() and (kind > 0).all()  # every expression of the world names a colour and a kind
+        assert (colour + kind <= phrase + 1e-5).all() and (phrase <= 1 + 1e-5).all()  # two disjoint parts of the phrase
+    assert vi.model.language_model.config._attn_implementation == kernel
     (tmp_path / "coco" / "instances.json").unlink()
     with pytest.raises(ValueError, match="coco/instances.json"):
         rec_outcomes(vi, tmp_path, limit=2)

@@ -248,7 +248,8 @@ def test_stage2_with_box_attention_logs_the_guided_mass_and_saves_a_stock_model(
                         phrase_attention=0.5, phrase_attention_layers=[0], mixture={"rec": 1.0, "reg": 1.0}, max_steps=3))
     rows = [json.loads(x) for x in (tmp_path / "box" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["box_attention"] > 0 for r in rows)  # −log mass on the box, logged every step
-    assert all(r["phrase_attention"] > 0 for r in rows)  # −mean log attention on the REC expression
+    phrase = [r["phrase_attention"] for r in rows if "phrase_attention" in r]  # a step of REG answers only has no phrase term
+    assert phrase and all(v > 0 for v in phrase)  # −mean log attention on the REC expression
     vi = SphinxVi.from_pretrained(final)
     for layer in vi.model.language_model.get_decoder().layers:
         assert not layer.self_attn._forward_pre_hooks  # no hook is saved

@@ -15,6 +15,10 @@
 5. Where do the heads look when the answer starts? The attention mass of every head on the
    target's visual tokens at the first answer positions, for hits and for misses: the box is
    decided there (once x1 is written, the rest follows from the text).
+6. Does the answer's first position read the whole phrase? The attention mass of every head there on
+   the question's expression, and within it on the target's colour word and kind word, for hits and
+   for misses: a layer-0 head that reads the kind word but not the colour word cannot tell two
+   shapes of the same kind apart.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -152,11 +157,29 @@ def rec_outcomes(vi: SphinxVi, data: Path, limit: int | None = None, batch: int 
     return rows
 
 
+def _eager_attention(vi: SphinxVi, samples: list, batch: int):
+    """Yield (collated batch, attention maps (B, layers, heads, L, L)) of `samples`, teacher-forced; the eager
+    kernel (the one that returns attention maps) is borrowed and the previous one restored."""
+    from ..data.encode import SampleEncoder, collate
+
+    previous = vi.model.language_model.config._attn_implementation
+    vi.model.language_model.set_attn_implementation("eager")
+    encoder = SampleEncoder(vi.processor)
+    try:
+        with torch.no_grad():
+            for i in range(0, len(samples), batch):
+                b = collate([encoder(s) for s in samples[i : i + batch]], vi.processor.tokenizer.pad_token_id)
+                out = vi.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                               pixel_values=b["pixel_values"], output_attentions=True)
+                yield b, torch.stack(out.attentions, 1)
+    finally:
+        vi.model.language_model.set_attn_implementation(previous)
+
+
 def attention_on_target(vi: SphinxVi, data: Path, hits: list[bool], positions: int = 8, batch: int = 16) -> dict[str, Any]:
     """Mean attention mass of each (layer, head) on the target's visual tokens at the first `positions`
     answer positions of `data`'s REC samples (teacher-forced), separately for `hits` and misses:
     {"hit": [[[mass per position] per head] per layer], "miss": ...}."""
-    from ..data.encode import SampleEncoder, collate
     from ..train.box_attention import BoxAttention
     from .runner import load_task
 
@@ -164,29 +187,57 @@ def attention_on_target(vi: SphinxVi, data: Path, hits: list[bool], positions: i
     cfg = vi.model.config.text_config
     finder = BoxAttention(vi.model, vi.processor.tokenizer, vi.model.config.image_token_id, [0], 1)
     finder.remove()  # only its target extraction is used
-    previous = vi.model.language_model.config._attn_implementation
-    vi.model.language_model.set_attn_implementation("eager")  # the kernel that returns attention maps
     sums = torch.zeros(2, cfg.num_hidden_layers, cfg.num_attention_heads, positions)  # [miss, hit]
     counts = torch.zeros(2, 1, 1, positions)
-    encoder = SampleEncoder(vi.processor)
-    try:
-        with torch.no_grad():
-            for i in range(0, len(samples), batch):
-                b = collate([encoder(s) for s in samples[i : i + batch]], vi.processor.tokenizer.pad_token_id)
-                query, focus = finder.targets(b["input_ids"], b["labels"])  # (B, L), (B, L, L)
-                out = vi.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                               pixel_values=b["pixel_values"], output_attentions=True)
-                maps = torch.stack(out.attentions, 1)  # (B, layers, heads, L, L)
-                for r in range(maps.shape[0]):
-                    first = query[r].nonzero().flatten()[:positions]
-                    mass = (maps[r][:, :, first] * focus[r, first].float()).sum(-1)  # (layers, heads, P)
-                    hit = int(hits[i + r])
-                    sums[hit, :, :, : len(first)] += mass
-                    counts[hit, :, :, : len(first)] += 1
-    finally:
-        vi.model.language_model.set_attn_implementation(previous)
+    for i, (b, maps) in enumerate(_eager_attention(vi, samples, batch)):
+        query, focus = finder.targets(b["input_ids"], b["labels"])  # (B, L), (B, L, L)
+        for r in range(maps.shape[0]):
+            first = query[r].nonzero().flatten()[:positions]
+            mass = (maps[r][:, :, first] * focus[r, first].float()).sum(-1)  # (layers, heads, P)
+            hit = int(hits[i * batch + r])
+            sums[hit, :, :, : len(first)] += mass
+            counts[hit, :, :, : len(first)] += 1
     mean = sums / counts.clamp(min=1)
     return {"miss": mean[0].tolist(), "hit": mean[1].tolist(), "samples": {"hit": sum(hits), "miss": len(hits) - sum(hits)}}
+
+
+def phrase_reading(vi: SphinxVi, data: Path, hits: list[bool], batch: int = 16) -> dict[str, Any]:
+    """Attention mass of each (layer, head), at the position that predicts a REC answer's first token, on the
+    tokens of the question's expression, and within it on the target's colour word and kind word (the first
+    of each it names: a relation's anchor comes after), for `hits` and misses:
+    {"phrase" | "colour" | "kind": {"hit": [[mass per head] per layer], "miss": ...}}."""
+    from ..data.world.language import COLOURS, KINDS
+    from ..train.box_attention import PhraseAttention
+    from .runner import load_task
+
+    samples = load_task(data, "rec", len(hits))
+    cfg = vi.model.config.text_config
+    finder = PhraseAttention(vi.model, vi.processor.tokenizer, vi.model.config.image_token_id, [0], 1)
+    finder.remove()  # only its target extraction is used
+    vocab = {"colour": [w for c in COLOURS for w in (c.en, c.vi)], "kind": [w for k in KINDS for w in (k.en, k.vi)]}
+    parts = ("phrase", "colour", "kind")
+    sums = torch.zeros(len(parts), 2, cfg.num_hidden_layers, cfg.num_attention_heads)  # part, [miss, hit]
+    counts = torch.zeros(2)
+    for i, (b, maps) in enumerate(_eager_attention(vi, samples, batch)):
+        query, focus = finder.targets(b["input_ids"], b["labels"])
+        for r in range(maps.shape[0]):
+            rows = query[r].nonzero().flatten()
+            if not len(rows):
+                continue
+            q, phrase = int(rows[0]), focus[r, int(rows[0])].nonzero().flatten().tolist()
+            pieces = [finder._piece(t) for t in b["input_ids"][r, phrase].tolist()]
+            text, offsets = "".join(pieces), [sum(len(p) for p in pieces[:k]) for k in range(len(pieces) + 1)]
+            masks = {"phrase": phrase}
+            for part, words in vocab.items():
+                found = min(((text.find(w), w) for w in words if w in text), default=None)
+                masks[part] = [] if found is None else [
+                    t for k, t in enumerate(phrase) if offsets[k] < found[0] + len(found[1]) and offsets[k + 1] > found[0]]
+            hit = int(hits[i * batch + r])
+            for p, part in enumerate(parts):
+                sums[p, hit] += maps[r][:, :, q, masks[part]].sum(-1)  # (layers, heads)
+            counts[hit] += 1
+    mean = sums / counts.view(1, 2, 1, 1).clamp(min=1)
+    return {part: {"miss": mean[p, 0].tolist(), "hit": mean[p, 1].tolist()} for p, part in enumerate(parts)}
 
 
 def main() -> None:
@@ -231,6 +282,14 @@ def main() -> None:
             for head, (h, m) in enumerate(zip(hit_heads, miss_heads)):
                 print(f"  layer {layer} head {head}:  " + " ".join(f"{v:.2f}" for v in h) + "  |  " + " ".join(f"{v:.2f}" for v in m))
         result["attention_on_target"] = att
+        reading = phrase_reading(vi, args.data, [r["outcome"] == "hit" for r in outcomes])
+        print("attention mass on the question's expression / its colour word / its kind word at the answer's first position "
+              "(per head; hits | misses):")
+        for layer in range(len(reading["phrase"]["hit"])):
+            print(f"  layer {layer}: " + "  ".join(
+                f"{part} " + ",".join(f"{v:.2f}" for v in reading[part]["hit"][layer]) + " | "
+                + ",".join(f"{v:.2f}" for v in reading[part]["miss"][layer]) for part in ("phrase", "colour", "kind")))
+        result["phrase_reading"] = reading
     print(json.dumps(result))
 
 

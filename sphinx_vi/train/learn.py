@@ -191,7 +191,8 @@ def summary_markdown(r: dict) -> str:
         "Made by `.venv/bin/python -m sphinx_vi.train.learn --out reports/learning --embed` on a 2-core CPU "
         f"(main pipeline {r['main_pipeline_minutes']} min: synthesize → stage 0 towers ({r.get('stage0_steps')} steps) → "
         "stage 1 real → stage 1 synthetic → merge β=0.5 → "
-        f"stage 2 ({r['stage2_steps']} steps) → eval on held-out seed 1, {r['eval_limit']} samples per task).",
+        f"stage 2 ({r['stage2_steps']} steps) → eval on held-out seed 1, {r['eval_limit']} samples per task; greedy answers, "
+        f"{'boxes decoded to the grammar' if r.get('box_grammar', True) else 'boxes decoded unconstrained'}).",
         "",
         "| metric | model | trivial baseline | baseline is |",
         "| --- | --- | --- | --- |",
