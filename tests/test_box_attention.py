@@ -22,6 +22,23 @@ def _chat(image, question, answer, task="rec"):
                   [image], task=task)
 
 
+def _guided_forward(model, guide, batch):
+    """Targets of `batch`, one forward with the eager kernel (attention maps returned) and the guide's loss."""
+    query, focus = guide.targets(batch["input_ids"], batch["labels"])
+    before = model.language_model.config._attn_implementation
+    model.language_model.set_attn_implementation("eager")
+    try:
+        guide.use_targets(query, focus)
+        with torch.enable_grad():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
+                        output_attentions=True)
+        loss = guide.pop_loss()
+    finally:
+        guide.remove()
+        model.language_model.set_attn_implementation(before)
+    return query, focus, out, loss
+
+
 def test_visual_token_boxes_follow_the_view_layout(tiny):
     vc = tiny.model.vision.config
     boxes = visual_token_boxes(vc)
@@ -110,18 +127,7 @@ def test_hook_loss_is_minus_log_attention_mass_of_the_real_heads(tiny, image):
                      enc(_chat(image, "Tìm: hình thoi dài hơn.", "[0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
     guide = BoxAttention(model, tiny.processor.tokenizer, model.config.image_token_id, [1], 3,  # 3 of 4 heads, 2 kv heads
                          lead_weight=2.5)
-    query, focus = guide.targets(batch["input_ids"], batch["labels"])
-    before = model.language_model.config._attn_implementation
-    model.language_model.set_attn_implementation("eager")
-    try:
-        guide.use_targets(query, focus)
-        with torch.enable_grad():
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
-                        output_attentions=True)
-        loss = guide.pop_loss()
-    finally:
-        guide.remove()
-        model.language_model.set_attn_implementation(before)
+    query, focus, out, loss = _guided_forward(model, guide, batch)
     probs = out.attentions[1][:, :3]  # (B, 3, L, L)
     b, q = query.nonzero(as_tuple=True)
     mass = (probs[b, :, q] * focus[b, q].unsqueeze(1)).sum(-1)  # (Q, 3)
@@ -214,18 +220,7 @@ def test_phrase_hook_loss_is_minus_mean_log_attention_over_the_phrase(tiny, imag
     batch = collate([enc(_chat(image, task_prompt("rec", "en", expression="the big star"), "[0.50,0.00,1.00,0.50]")),
                      enc(_chat(image, "Tìm.", "<p>hình thoi</p> [0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
     guide = PhraseAttention(model, tiny.processor.tokenizer, model.config.image_token_id, [0], 3)
-    query, focus = guide.targets(batch["input_ids"], batch["labels"])
-    before = model.language_model.config._attn_implementation
-    model.language_model.set_attn_implementation("eager")
-    try:
-        guide.use_targets(query, focus)
-        with torch.enable_grad():
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
-                        output_attentions=True)
-        loss = guide.pop_loss()
-    finally:
-        guide.remove()
-        model.language_model.set_attn_implementation(before)
+    query, focus, out, loss = _guided_forward(model, guide, batch)
     probs = out.attentions[0][:, :3]  # (B, 3, L, L)
     b, q = query.nonzero(as_tuple=True)
     on = focus[b, q].unsqueeze(1).float()  # (Q, 1, L)
