@@ -207,7 +207,7 @@ def phrase_reading(vi: SphinxVi, data: Path, hits: list[bool], batch: int = 16) 
     of each it names: a relation's anchor comes after), for `hits` and misses:
     {"phrase" | "colour" | "kind": {"hit": [[mass per head] per layer], "miss": ...}}."""
     from ..data.world.language import COLOURS, KINDS
-    from ..train.box_attention import PhraseAttention
+    from ..train.box_attention import PhraseAttention, pieces_in_span
     from .runner import load_task
 
     samples = load_task(data, "rec", len(hits))
@@ -226,12 +226,11 @@ def phrase_reading(vi: SphinxVi, data: Path, hits: list[bool], batch: int = 16) 
                 continue
             q, phrase = int(rows[0]), focus[r, int(rows[0])].nonzero().flatten().tolist()
             pieces = [finder._piece(t) for t in b["input_ids"][r, phrase].tolist()]
-            text, offsets = "".join(pieces), [sum(len(p) for p in pieces[:k]) for k in range(len(pieces) + 1)]
+            text = "".join(pieces)
             masks = {"phrase": phrase}
             for part, words in vocab.items():
                 found = min(((text.find(w), w) for w in words if w in text), default=None)
-                masks[part] = [] if found is None else [
-                    t for k, t in enumerate(phrase) if offsets[k] < found[0] + len(found[1]) and offsets[k + 1] > found[0]]
+                masks[part] = [] if found is None else [phrase[k] for k in pieces_in_span(pieces, found[0], found[0] + len(found[1]))]
             hit = int(hits[i * batch + r])
             for p, part in enumerate(parts):
                 sums[p, hit] += maps[r][:, :, q, masks[part]].sum(-1)  # (layers, heads)

@@ -48,6 +48,16 @@ _SEPARATOR = re.compile(r"[;\]]")  # ends one box or point of a coordinate group
 _TAGGED_PHRASE = re.compile(r"<p>([^<>]+)</p>\s*$")  # a `<p>…</p>` phrase right before a box
 
 
+def pieces_in_span(pieces: list[str], start: int, end: int) -> list[int]:
+    """Indices of the token texts `pieces` whose characters overlap [start, end) of "".join(pieces)."""
+    out, offset = [], 0
+    for k, piece in enumerate(pieces):
+        if offset < end and offset + len(piece) > start:
+            out.append(k)
+        offset += len(piece)
+    return out
+
+
 @dataclass
 class _Answer:
     """One assistant answer of row `row`: tokens [begin, end) of `ids`; its question starts at `prompt_from`."""
@@ -234,25 +244,16 @@ class PhraseAttention(BoxAttention):
     def phrase_tokens(self, answer: _Answer, box_start: int) -> list[int]:
         """Positions of the tokens of the phrase the box starting at `box_start` grounds: the `<p>…</p>`
         that ends right before it in the answer, else the phrase the question asks about; [] if none."""
-        def spans(lo: int, hi: int) -> tuple[str, list[int]]:
-            pieces = [self._piece(i) for i in answer.ids[lo:hi]]
-            offsets = [0]
-            for piece in pieces:
-                offsets.append(offsets[-1] + len(piece))
-            return "".join(pieces), offsets
-
-        def tokens(lo: int, offsets: list[int], c0: int, c1: int) -> list[int]:
-            return [lo + k for k in range(len(offsets) - 1) if offsets[k] < c1 and offsets[k + 1] > c0]
-
-        text, offsets = spans(answer.begin, box_start)
+        pieces = [self._piece(i) for i in answer.ids[answer.begin:box_start]]
+        text = "".join(pieces)
         if text.rfind("[") > text.rfind("]"):  # a later box of a `[..;..]` list: its phrase precedes the list
             text = text[: text.rfind("[")]
         tagged = _TAGGED_PHRASE.search(text)
         if tagged:
-            return tokens(answer.begin, offsets, *tagged.span(1))
-        text, offsets = spans(answer.prompt_from, answer.begin)
-        found = find_phrase(text)
-        return tokens(answer.prompt_from, offsets, *found) if found else []
+            return [answer.begin + k for k in pieces_in_span(pieces, *tagged.span(1))]
+        pieces = [self._piece(i) for i in answer.ids[answer.prompt_from:answer.begin]]
+        found = find_phrase("".join(pieces))
+        return [answer.prompt_from + k for k in pieces_in_span(pieces, *found)] if found else []
 
     def targets(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None = None):
         """(B, L) ids and labels → query (B, L) float: 1 at each position that predicts a box's or point's lead
