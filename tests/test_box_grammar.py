@@ -1,4 +1,4 @@
-"""Decoding constrained to the box grammar: inside `[`…`]` only coordinates, in every decoding path."""
+"""Decoding constrained to the box grammar: inside `[`…`]` only well-formed coordinate groups, in every decoding path."""
 
 from __future__ import annotations
 
@@ -49,29 +49,87 @@ def test_the_state_is_the_last_bracket_spelt(tok, grammar, text, inside):
     assert bool(grammar.inside_box(_ids(tok, text))[0]) is inside
 
 
-def test_only_coordinate_tokens_may_follow_an_open_bracket(tok, grammar):
-    def allowed(piece: str) -> bool:
-        ids = tok(piece, add_special_tokens=False)["input_ids"]
-        assert len(ids) == 1, piece
-        return bool(grammar.allowed[ids[0]])
-
-    for piece in ("0", "5", ".", ",", ";", "]", "],", "]."):
-        assert allowed(piece), piece
-    for piece in ("[", " [", "p", " <"):
-        assert not allowed(piece), piece
-    assert not grammar.allowed[tok.all_special_ids].any()  # no EOS inside a box
+def _allowed_after(tok, grammar, text: str) -> torch.Tensor:
+    """(V,) which tokens may follow `text`."""
+    return grammar.allowed[grammar.state(_ids(tok, text))[0]]
 
 
-def test_rows_inside_a_box_keep_only_coordinate_tokens(tok, grammar):
-    rows = [_ids(tok, "[INST] x [/INST] [0.2")[0], _ids(tok, "[INST] x [/INST] ok")[0]]
+@pytest.mark.parametrize("text, may, may_not", [
+    ("[", ["0", "1"], ["2", ".", ",", ";", "]", "[", " [", "p", " <"]),  # a number starts with 0 or 1
+    ("[0", [".", ","], ["5", "]", ";"]),  # one integer digit; one number is not a group
+    ("[0.2", ["7", ","], [".", "]", ";"]),
+    ("[0.47,0.2,", ["0", "1"], [",", "]"]),  # the doubled comma a trained model once wrote
+    ("[0.2,0.3", ["]", "],", ";", ","], ["."]),  # a point may close, or go on to a box
+    ("[0.2,0.3,0.4", [",", "5"], ["]", ";"]),  # three numbers are neither a point nor a box
+    ("[0.2,0.3,0.4,0.5", ["]", ";"], [","]),  # a fifth number is not
+    ("[0.1,0.2;0.3", [",", "5"], ["]", ";"]),  # a list's next group starts afresh
+    ("[1.", ["0"], ["5"]),  # no value above 1
+    ("[0.1234", [","], ["5"]),  # at most four decimals
+])
+def test_only_tokens_that_keep_the_group_well_formed_may_follow(tok, grammar, text, may, may_not):
+    allowed = _allowed_after(tok, grammar, text)
+
+    def piece(p: str) -> int:
+        ids = tok(p, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, p
+        return ids[0]
+
+    assert all(allowed[piece(p)] for p in may), [p for p in may if not allowed[piece(p)]]
+    assert not any(allowed[piece(p)] for p in may_not), [p for p in may_not if allowed[piece(p)]]
+    assert not allowed[tok.all_special_ids].any()  # no EOS inside a box
+
+
+@pytest.mark.parametrize("precision", [2, 3])
+def test_every_answer_the_grammar_writes_is_allowed_token_by_token(tok, grammar, precision):
+    from sphinx_vi.grounding import format_boxes, format_keypoints, format_phrase, format_point
+
+    size = (640, 480)
+    answers = [
+        format_phrase("hình tròn", [(10, 20, 300, 200)], size, precision),
+        format_phrase("quả táo", [(0, 0, 640, 480), (5.5, 6.25, 77.75, 100)], size, precision),
+        "Có " + format_boxes([(10, 20, 300, 400)], size, precision) + " và " + format_point((320, 240), size, precision),
+        format_keypoints({"nose": (100, 80), "left_eye": (110, 70)}, size, box=(50, 40, 200, 400), precision=precision),
+    ]
+    for answer in answers:
+        assert parse(answer, size).detections and not parse(answer, size).warnings
+        prompt = _ids(tok, "[INST] x [/INST]")
+        ids = torch.cat([prompt, _ids(tok, " " + answer)], dim=1)
+        for j in range(prompt.shape[1], ids.shape[1]):  # every token the model would write
+            state = grammar.state(ids[:, :j])[0]
+            assert grammar.allowed[state, ids[0, j]], (answer, tok.decode(ids[0, :j + 1]))
+        assert grammar.state(ids)[0] == 0  # every box closed
+
+
+def test_rows_inside_a_box_keep_only_the_tokens_that_continue_it(tok, grammar):
+    rows = [_ids(tok, "[INST] x [/INST] [0.2,")[0], _ids(tok, "[INST] x [/INST] ok")[0]]
     width = max(len(r) for r in rows)
     ids = torch.stack([torch.cat([r.new_full((width - len(r),), tok.pad_token_id), r]) for r in rows])  # left-padded
     scores = torch.randn(2, len(tok))
     out = grammar(ids, scores.clone())
-    assert torch.isinf(out[0][~grammar.allowed]).all() and torch.equal(out[0][grammar.allowed], scores[0][grammar.allowed])
+    allowed = grammar.allowed[grammar.state(ids)[0]]
+    assert 0 < int(allowed.sum()) < 20  # `0` or `1`: a few tokens of the whole vocabulary
+    assert torch.isinf(out[0][~allowed]).all() and torch.equal(out[0][allowed], scores[0][allowed])
     assert torch.equal(out[1], scores[1])  # outside a box nothing changes
     wider = grammar(ids, torch.randn(2, len(tok) + 7))  # padded vocabulary: the extra ids never continue a box
-    assert torch.isinf(wider[0, len(tok):]).all()
+    assert torch.isinf(wider[0, len(tok):]).all() and torch.isfinite(wider[1]).all()
+
+
+def test_the_state_kept_from_step_to_step_is_the_state_read_afresh(tok, grammar):
+    texts = ["[INST] a [b] [/INST] <p>x</p> [0.1,0.2,0.3,0.4;0.5,0.6,0.7,0.8], nose[0.5,0.5] [0.2,,p] [1.00,0.3",
+             "[INST] where [/INST] [0.25,0.5"]
+    rows = [_ids(tok, s)[0] for s in texts]
+    width = max(len(r) for r in rows)
+    ids = torch.stack([torch.cat([r.new_full((width - len(r),), tok.pad_token_id), r]) for r in rows])
+    scores = torch.zeros(2, len(tok))
+    grammar._last = None
+    for j in range(1, width + 1):  # a greedy loop: each call extends the last by one token
+        stepped = grammar(ids[:, :j], scores.clone())
+        fresh = grammar.state(ids[:, :j])
+        assert torch.equal(grammar._last[1], fresh), tok.decode(ids[0, :j])
+        assert torch.equal(torch.isfinite(stepped), grammar.allowed[fresh] | (fresh < 2)[:, None])
+    swapped = grammar(ids.flip(0)[:, :-1], scores.clone())  # beams reordered: the ids no longer extend the last call
+    assert torch.equal(grammar._last[1], grammar.state(ids.flip(0)[:, :-1]))
+    assert torch.equal(torch.isfinite(swapped[0]), grammar.allowed[grammar.state(ids[1:, :-1])[0]])
 
 
 def test_a_tokenizer_that_cannot_write_coordinates_is_refused():
