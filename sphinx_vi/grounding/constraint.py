@@ -10,8 +10,9 @@ is free.
 
 It works on any tokenizer: each token's text is read once, and the automaton's move for each
 (state, token) pair is tabulated (only tokens made of coordinate characters or holding a bracket
-need more than a default). A row's state is read from its ids at each step: the last bracket its
-ids spell, then the tokens after it, so reordered beams and left padding need no bookkeeping.
+need more than a default). A row's state moves by one token per decoding step; when the ids do not
+extend the previous call's (a new prompt, reordered beams), it is read afresh from them: the last
+bracket they spell, then the tokens after it.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ class BoxGrammarConstraint(LogitsProcessor):
         self.moves, self.allowed, self.has_bracket, self.after_bracket = moves, allowed, has_bracket, after_bracket
         self._check_every_box_can_close(n_states)
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, states) of the previous call
+        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(moves, allowed, has_bracket, after_bracket) on `device`, copied there once."""
+        if device not in self._tables:
+            self._tables[device] = tuple(x.to(device) for x in (self.moves, self.allowed, self.has_bracket, self.after_bracket))
+        return self._tables[device]
 
     def _inside_states(self) -> list[_Inside]:
         """Every inside state reachable from a fresh `[`, in a fixed order."""
@@ -147,16 +155,14 @@ class BoxGrammarConstraint(LogitsProcessor):
 
     def state(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids → (B,) the automaton's state after them (0 outside, 1 other bracket, ≥ 2 in a box)."""
-        ids = input_ids.clamp(0, self.moves.shape[1] - 1)
-        has_bracket = self.has_bracket.to(ids.device)[ids]  # (B, L)
+        moves, _, has_bracket, after_bracket = self._on(input_ids.device)
+        ids = input_ids.clamp(0, moves.shape[1] - 1)
         positions = torch.arange(ids.shape[1], device=ids.device)
-        last = torch.where(has_bracket, positions, -1).amax(-1)  # (B,), -1 = no bracket
-        state = torch.where(last >= 0, self.after_bracket.to(ids.device)[ids.gather(1, last.clamp(min=0)[:, None]).squeeze(1)],
-                            OUTSIDE)  # (B,)
+        last = torch.where(has_bracket[ids], positions, -1).amax(-1)  # (B,), -1 = no bracket
+        state = torch.where(last >= 0, after_bracket[ids.gather(1, last.clamp(min=0)[:, None]).squeeze(1)], OUTSIDE)  # (B,)
         boxed = state >= 2
         if not bool(boxed.any()):
             return state
-        moves = self.moves.to(ids.device)
         for j in range(int(last[boxed].min()) + 1, ids.shape[1]):  # only the tokens inside the open boxes
             step = boxed & (positions[j] > last)
             state = torch.where(step, moves[state, ids[:, j]], state)
@@ -173,8 +179,8 @@ class BoxGrammarConstraint(LogitsProcessor):
         last = self._last
         if (last is not None and input_ids.shape[1] == last[0].shape[1] + 1 and input_ids.shape[0] == last[0].shape[0]
                 and torch.equal(input_ids[:, :-1], last[0])):
-            ids = input_ids[:, -1].clamp(0, self.moves.shape[1] - 1)
-            state = self.moves.to(ids.device)[last[1], ids]  # (B,)
+            moves = self._on(input_ids.device)[0]
+            state = moves[last[1], input_ids[:, -1].clamp(0, moves.shape[1] - 1)]  # (B,)
         else:
             state = self.state(input_ids)
         self._last = (input_ids.clone(), state)
@@ -185,7 +191,7 @@ class BoxGrammarConstraint(LogitsProcessor):
         inside = state >= 2
         if not bool(inside.any()):
             return scores
-        allowed = self.allowed.to(scores.device)[state]  # (B, V_tok)
+        allowed = self._on(scores.device)[1][state]  # (B, V_tok)
         vocab = scores.shape[-1]
         if vocab > allowed.shape[1]:  # ids past the tokenizer (padded embeddings) never continue a box
             allowed = torch.cat([allowed, inside[:, None].logical_not().expand(-1, vocab - allowed.shape[1])], dim=1)
