@@ -132,6 +132,43 @@ def test_the_state_kept_from_step_to_step_is_the_state_read_afresh(tok, grammar)
     assert torch.equal(torch.isfinite(swapped[0]), grammar.allowed[grammar.state(ids[1:, :-1])[0]])
 
 
+def test_a_sentencepiece_style_tokenizer_with_multi_character_numbers():
+    """Vistral's tokenizer is sentencepiece-style (`▁` for spaces); one whose merges span digits,
+    dots, commas and brackets must still allow every formatted answer and refuse malformed groups."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from sphinx_vi.grounding import format_phrase
+
+    rng = random.Random(0)
+    size = (640, 480)
+
+    def answer() -> str:
+        boxes = [sorted(rng.sample(range(640), 2)) + sorted(rng.sample(range(480), 2)) for _ in range(rng.randint(1, 2))]
+        return format_phrase(rng.choice(["hình tròn", "quả táo", "người"]), [(b[0], b[2], b[1], b[3]) for b in boxes], size)
+
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer, raw.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    raw.train_from_iterator([answer() for _ in range(300)] + ["[INST] x [/INST]"] * 10,
+                            trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    grammar = BoxGrammarConstraint(tok)
+    merged = [tok.decode([i]) for i in range(len(tok)) if len(tok.decode([i])) > 2 and set(tok.decode([i])) <= set("0123456789.,;")]
+    assert merged, "the test needs merges across coordinate characters"
+
+    prompt = _ids(tok, "[INST] x [/INST]")
+    for text in [answer() for _ in range(30)]:
+        ids = torch.cat([prompt, _ids(tok, " " + text)], dim=1)
+        for j in range(prompt.shape[1], ids.shape[1]):
+            assert grammar.allowed[grammar.state(ids[:, :j])[0], ids[0, j]], (text, tok.decode(ids[0, : j + 1]))
+        assert grammar.state(ids)[0] == 0
+    three = grammar.allowed[grammar.state(_ids(tok, "[0.20,0.30,0.40"))[0]]
+    for piece, ok in (("]", False), (",", True), ("0", True)):
+        assert bool(three[tok.convert_tokens_to_ids(piece)]) is ok, piece
+
+
 def test_a_tokenizer_that_cannot_write_coordinates_is_refused():
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
