@@ -37,6 +37,22 @@ def _ids(tok, text: str) -> torch.Tensor:
     return torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
 
 
+def _left_padded(tok, texts: list[str]) -> torch.Tensor:
+    """(B, L) ids of `texts`, left-padded as a batch is for generation."""
+    rows = [_ids(tok, s)[0] for s in texts]
+    width = max(len(r) for r in rows)
+    return torch.stack([torch.cat([r.new_full((width - len(r),), tok.pad_token_id), r]) for r in rows])
+
+
+def _assert_every_token_allowed(tok, grammar, answer: str) -> None:
+    """Each token of `answer`, written after a chat prompt, is allowed where it comes; every box closes."""
+    prompt = _ids(tok, "[INST] x [/INST]")
+    ids = torch.cat([prompt, _ids(tok, " " + answer)], dim=1)
+    for j in range(prompt.shape[1], ids.shape[1]):  # every token the model would write
+        assert grammar.allowed[grammar.state(ids[:, :j])[0], ids[0, j]], (answer, tok.decode(ids[0, : j + 1]))
+    assert grammar.state(ids)[0] == 0
+
+
 @pytest.mark.parametrize("text, inside", [
     ("[INST] Where? [/INST] ", False),
     ("[INST] Where? [/INST] [0.2", True),
@@ -92,18 +108,11 @@ def test_every_answer_the_grammar_writes_is_allowed_token_by_token(tok, grammar,
     ]
     for answer in answers:
         assert parse(answer, size).detections and not parse(answer, size).warnings
-        prompt = _ids(tok, "[INST] x [/INST]")
-        ids = torch.cat([prompt, _ids(tok, " " + answer)], dim=1)
-        for j in range(prompt.shape[1], ids.shape[1]):  # every token the model would write
-            state = grammar.state(ids[:, :j])[0]
-            assert grammar.allowed[state, ids[0, j]], (answer, tok.decode(ids[0, :j + 1]))
-        assert grammar.state(ids)[0] == 0  # every box closed
+        _assert_every_token_allowed(tok, grammar, answer)
 
 
 def test_rows_inside_a_box_keep_only_the_tokens_that_continue_it(tok, grammar):
-    rows = [_ids(tok, "[INST] x [/INST] [0.2,")[0], _ids(tok, "[INST] x [/INST] ok")[0]]
-    width = max(len(r) for r in rows)
-    ids = torch.stack([torch.cat([r.new_full((width - len(r),), tok.pad_token_id), r]) for r in rows])  # left-padded
+    ids = _left_padded(tok, ["[INST] x [/INST] [0.2,", "[INST] x [/INST] ok"])
     scores = torch.randn(2, len(tok))
     out = grammar(ids, scores.clone())
     allowed = grammar.allowed[grammar.state(ids)[0]]
@@ -117,9 +126,8 @@ def test_rows_inside_a_box_keep_only_the_tokens_that_continue_it(tok, grammar):
 def test_the_state_kept_from_step_to_step_is_the_state_read_afresh(tok, grammar):
     texts = ["[INST] a [b] [/INST] <p>x</p> [0.1,0.2,0.3,0.4;0.5,0.6,0.7,0.8], nose[0.5,0.5] [0.2,,p] [1.00,0.3",
              "[INST] where [/INST] [0.25,0.5"]
-    rows = [_ids(tok, s)[0] for s in texts]
-    width = max(len(r) for r in rows)
-    ids = torch.stack([torch.cat([r.new_full((width - len(r),), tok.pad_token_id), r]) for r in rows])
+    ids = _left_padded(tok, texts)
+    width = ids.shape[1]
     scores = torch.zeros(2, len(tok))
     grammar._last = None
     for j in range(1, width + 1):  # a greedy loop: each call extends the last by one token
@@ -158,12 +166,8 @@ def test_a_sentencepiece_style_tokenizer_with_multi_character_numbers():
     merged = [tok.decode([i]) for i in range(len(tok)) if len(tok.decode([i])) > 2 and set(tok.decode([i])) <= set("0123456789.,;")]
     assert merged, "the test needs merges across coordinate characters"
 
-    prompt = _ids(tok, "[INST] x [/INST]")
-    for text in [answer() for _ in range(30)]:
-        ids = torch.cat([prompt, _ids(tok, " " + text)], dim=1)
-        for j in range(prompt.shape[1], ids.shape[1]):
-            assert grammar.allowed[grammar.state(ids[:, :j])[0], ids[0, j]], (text, tok.decode(ids[0, : j + 1]))
-        assert grammar.state(ids)[0] == 0
+    for _ in range(30):
+        _assert_every_token_allowed(tok, grammar, answer())
     three = grammar.allowed[grammar.state(_ids(tok, "[0.20,0.30,0.40"))[0]]
     for piece, ok in (("]", False), (",", True), ("0", True)):
         assert bool(three[tok.convert_tokens_to_ids(piece)]) is ok, piece
