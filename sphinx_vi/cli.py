@@ -8,7 +8,6 @@ import sys
 
 from .images import ImageError
 from .processing import PromptTooLongError
-from .prompts import task_prompt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "chat":
             print(vi.chat(args.image, args.prompt, max_new_tokens=args.max_new_tokens))
         else:
-            prompt = task_prompt("detect", "auto", category=args.prompt)
-            answer = vi.ask(args.image, prompt, max_new_tokens=args.max_new_tokens)
+            answer = vi.answer(args.image, "detect", category=args.prompt, max_new_tokens=args.max_new_tokens)
             report = {
                 "query": args.prompt,
                 "image": args.image,

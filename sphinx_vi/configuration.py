@@ -8,7 +8,7 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .text.tokenizer import TINY_TOKENIZER
-from .views import ViewConfig
+from .vision.layout import VisualTokenLayout
 from .vision.mixed import VisionConfig
 
 
@@ -41,14 +41,9 @@ class SphinxViConfig(PretrainedConfig):
         return VisionConfig.from_dict(self.vision or {})
 
     @property
-    def view_config(self) -> ViewConfig:
-        v = self.vision_config
-        return ViewConfig(grid=v.views_grid, resolution=v.resolution)
-
-    @property
-    def tokens_per_image(self) -> int:
-        """Visual tokens one image becomes: views × (begin + queries + cls + grid + end)."""
-        return self.vision_config.tokens_per_image
+    def layout(self) -> VisualTokenLayout:
+        """Views and visual tokens per image (`tokens_per_image` is what each `<image>` expands into)."""
+        return self.vision_config.layout
 
     @property
     def pad_colour(self) -> tuple[int, int, int]:

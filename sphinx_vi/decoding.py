@@ -19,7 +19,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 # Options the lean loop implements exactly; anything else (sampling, beams, streamers,
 # scores, ...) is handled by `GenerationMixin.generate`.
 SUPPORTED = {"max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "pad_token_id", "eos_token_id",
-             "suppress_tokens", "past_key_values", "return_dict_in_generate", "use_cache", "inputs_embeds",
+             "suppress_tokens", "cache", "return_dict_in_generate", "use_cache", "inputs_embeds",
              "logits_processor"}
 
 
@@ -53,7 +53,7 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     """Greedy decoding on `model.language_model` from (B, L) prompt ids (and their merged embeddings).
 
     Returns (B, L + n) ids like `generate` (finished rows padded with `pad_token_id`), or a
-    `GenerateDecoderOnlyOutput` with `sequences` and `past_key_values` when asked.
+    `GenerateDecoderOnlyOutput` with `sequences` and `cache` when asked.
     """
     lm = model.language_model
     B, L = input_ids.shape
@@ -64,7 +64,7 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     pad = kwargs.get("pad_token_id", config.pad_token_id)
     pad = pad if pad is not None else (eos[0] if eos else 0)
     processors = list(kwargs.get("logits_processor") or [])
-    cache = kwargs.get("past_key_values")
+    cache = kwargs.get("cache")
     cache = cache if cache is not None else DynamicCache()
     cached = cache.get_seq_length()
     device = input_ids.device
@@ -77,7 +77,7 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     else:
         inputs_embeds = inputs_embeds[:, cached:]
     out = lm(inputs_embeds=inputs_embeds, attention_mask=mask if padded else None, position_ids=positions[:, cached:],
-             past_key_values=cache, use_cache=True, logits_to_keep=1)
+             cache=cache, use_cache=True, logits_to_keep=1)
     eos_t = torch.tensor(eos, device=device) if eos else None
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
     last_pos = positions[:, -1:]  # (B, 1)
@@ -102,8 +102,8 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
         last_pos = last_pos + 1
         out = lm(input_ids=token[:, None], attention_mask=mask if padded else None, position_ids=last_pos,
-                 past_key_values=cache, use_cache=True)
+                 cache=cache, use_cache=True)
     sequences = torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1)
     if kwargs.get("return_dict_in_generate"):
-        return GenerateDecoderOnlyOutput(sequences=sequences, past_key_values=cache)
+        return GenerateDecoderOnlyOutput(sequences=sequences, cache=cache)
     return sequences

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
+from .fonts import font
 from .grounding import COCO_SKELETON, Detection
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (128, 128, 0)]
@@ -13,8 +14,6 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30
 
 def draw_detections(image: Image.Image, detections: Sequence[Detection], width: int | None = None) -> Image.Image:
     """A copy of `image` with every box, label, keypoint and skeleton drawn on it."""
-    from .data.world.glyphs import font  # DejaVu: renders Vietnamese labels
-
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     width = width or max(1, round(max(out.size) / 200))

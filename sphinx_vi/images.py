@@ -16,6 +16,7 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 DEFAULT_MAX_PIXELS = 40_000_000
 # Transparent pixels are composited over this colour.
 ALPHA_BACKGROUND = (255, 255, 255)
+ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
 class ImageError(ValueError):
@@ -123,10 +124,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def _is_loaded(img: Image.Image) -> bool:
+    """True for an image `load_image` would return unchanged: 8-bit RGB, in memory, no EXIF rotation."""
+    return img.mode == "RGB" and not getattr(img, "fp", None) and img.getexif().get(ORIENTATION, 1) == 1
+
+
 def load_image(src: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Path, bytes, PIL image or numpy array → upright 8-bit RGB PIL image.
 
-    Applies EXIF orientation. Raises `ImageError` (naming the input) for missing, empty,
+    Applies EXIF orientation. An image it already loaded is returned as it is (not copied), so
+    loading twice decodes once. Raises `ImageError` (naming the input) for missing, empty,
     corrupt or truncated files, unsupported arrays, and `ImageTooLargeError` above `max_pixels`.
     """
     name = _describe(src)
@@ -137,6 +144,9 @@ def load_image(src: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
             raise ImageError("bytes: empty input (0 bytes)")
         img = _open_bytes(bytes(src), "bytes", max_pixels)
     elif isinstance(src, Image.Image):
+        if _is_loaded(src):
+            _check_pixels(src.width, src.height, max_pixels, name)
+            return src  # already upright 8-bit RGB: nothing to decode or convert
         img = src
     elif isinstance(src, np.ndarray):
         img = _from_array(src, name)

@@ -5,7 +5,7 @@
                                                                              │
                                                         language model ◄────┘ ──► logits (B, L, vocab)
 
-The processor expands each `<image>` into exactly `config.tokens_per_image` ids; the model
+The processor expands each `<image>` into exactly `config.layout.tokens_per_image` ids; the model
 never re-pads and checks that the counts match. `generate` encodes the images once.
 """
 
@@ -21,44 +21,20 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration import SphinxViConfig
 from .decoding import lean_greedy, lean_greedy_applies
-from .vision.base import allow_download_default, resolve_weights
+from .text.tokens import IGNORE_INDEX
 from .vision.mixed import MixedVisionEncoder, build_backend
 
 
-IGNORE_INDEX = -100  # label of tokens that carry no loss
 
 
 class ImageTokenMismatchError(ValueError):
     """The number of `<image>` placeholders differs from the number of visual tokens."""
 
 
-def build_vision(config: SphinxViConfig, *, load_weights: bool = False, allow_download: bool = False) -> MixedVisionEncoder:
-    """The mixed encoder of `config`; with `load_weights`, towers come from their `pretrained` refs.
-
-    Loaded towers write their architecture back into `config.vision`, so a saved model rebuilds
-    without the original checkpoints.
-    """
-    vision_cfg = config.vision_config
-    backends = [build_backend(s, load_weights=load_weights, allow_download=allow_download) for s in vision_cfg.encoders]
-    for spec, backend in zip(vision_cfg.encoders, backends):
-        spec.arch = backend.architecture()
-    config.vision = vision_cfg.to_dict()
-    return MixedVisionEncoder(vision_cfg, backends, llm_width=config.text_config.hidden_size)
-
-
-def build_language_model(
-    config: SphinxViConfig, *, load_weights: bool = False, allow_download: bool = False
-) -> PreTrainedModel:
-    """Any `AutoModelForCausalLM`: random from `config.text_config`, or `config.text_pretrained`."""
-    if load_weights and config.text_pretrained:
-        ref, is_local = resolve_weights(config.text_pretrained, allow_download, "language model")
-        lm = AutoModelForCausalLM.from_pretrained(ref, local_files_only=is_local or not allow_download)
-        wanted = config.text_config.vocab_size
-        if lm.config.vocab_size < wanted:  # room for `<image>` and other added tokens
-            lm.resize_token_embeddings(wanted)
-        config.text_config = lm.config
-        return lm
-    return AutoModelForCausalLM.from_config(config.text_config)
+def build_vision(config: SphinxViConfig) -> MixedVisionEncoder:
+    """The mixed encoder of `config`, towers at random init (weights come from a checkpoint or the factory)."""
+    backends = [build_backend(spec) for spec in config.vision_config.encoders]
+    return MixedVisionEncoder(config.vision_config, backends, llm_width=config.text_config.hidden_size)
 
 
 class SphinxViPreTrainedModel(PreTrainedModel):
@@ -68,7 +44,7 @@ class SphinxViPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only our own layers: the towers and the LLM initialise (or load) themselves.
@@ -85,20 +61,10 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
     ) -> None:
         super().__init__(config)
         self.vision = vision if vision is not None else build_vision(config)
-        self.language_model = language_model if language_model is not None else build_language_model(config)
+        self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
         # `<image>` must never be generated: it has no features to fill it on the next step.
         self.generation_config.suppress_tokens = [config.image_token_id]
-
-    @classmethod
-    def from_parts(
-        cls, config: SphinxViConfig, *, load_weights: bool = True, allow_download: bool | None = None
-    ) -> "SphinxViForConditionalGeneration":
-        """Assemble a model from its parts' own checkpoints (the towers and the LLM named in `config`)."""
-        allow = allow_download_default() if allow_download is None else allow_download
-        vision = build_vision(config, load_weights=load_weights, allow_download=allow)
-        lm = build_language_model(config, load_weights=load_weights, allow_download=allow)
-        return cls(config, vision=vision, language_model=lm)
 
     # --- embeddings plumbing (so resize_token_embeddings, peft and generate work) ---------------
     def get_input_embeddings(self) -> nn.Module:
@@ -112,10 +78,6 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
 
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_output_embeddings(value)
-
-    @property
-    def tokens_per_image(self) -> int:
-        return self.config.tokens_per_image
 
     # --- the multimodal merge ---------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -155,12 +117,11 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        image_sizes: torch.Tensor | None = None,  # accepted from the processor; geometry lives in the parser
         skip_logits: bool | None = None,
         **kwargs: Any,
     ):
@@ -190,7 +151,7 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             labels=labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
@@ -213,7 +174,6 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        image_sizes: torch.Tensor | None = None,
         **kwargs: Any,
     ):
         """`GenerationMixin.generate` with the images encoded once, before the first step.
@@ -228,9 +188,9 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
                 raise ValueError("generate with pixel_values needs input_ids holding the <image> tokens")
             kwargs["inputs_embeds"] = self.embed_inputs(input_ids, pixel_values)
         elif input_ids is not None:
-            # A `past_key_values` cache (a later chat turn) may already hold the image: only the
+            # A `cache` (a later chat turn) may already hold the image: only the
             # ids it does not cover are embedded, and those must not be placeholders.
-            cache = kwargs.get("past_key_values")
+            cache = kwargs.get("cache")
             cached = cache.get_seq_length() if cache is not None else 0
             if bool((input_ids[:, cached:] == self.config.image_token_id).any()):
                 raise ImageTokenMismatchError("input_ids hold <image> tokens but no pixel_values were given")

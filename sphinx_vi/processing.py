@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from PIL import Image
 from transformers import BatchFeature, PreTrainedTokenizerBase
 
 from .configuration import SphinxViConfig
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
-from .text.tokenizer import IMAGE_TOKEN, load_tokenizer
-from .views import ViewConfig, make_views
+from .text.tokenizer import load_tokenizer
+from .text.tokens import IMAGE_TOKEN
+from .views import make_views
+from .vision.layout import VisualTokenLayout
 
 PROCESSOR_CONFIG = "processor_config.json"
 
@@ -22,35 +25,41 @@ class PromptTooLongError(ValueError):
     """A prompt (with its visual tokens) longer than the language model's context."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProcessorSettings:
-    """Everything besides the tokenizer that turns an image into model input."""
+    """Everything besides the tokenizer that turns an image into model input.
 
-    views_grid: int = 2  # K
-    resolution: int = 224  # R
-    pad_colour: tuple[int, int, int] = (123, 117, 104)  # first encoder's mean colour
-    tokens_per_image: int = 0  # visual tokens each `<image>` expands into
+    All but `max_pixels` follow from the model's config (`from_model_config`): a saved processor
+    stores only `max_pixels` and reads the rest from the `config.json` beside it.
+    """
+
+    layout: VisualTokenLayout  # views (K, R) and the visual tokens each `<image>` expands into
+    pad_colour: tuple[int, int, int]  # canvas colour: the first encoder's mean colour
     context_length: int = 4096  # prompts longer than this are refused
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are refused before decoding
 
     @classmethod
-    def from_model_config(cls, config: SphinxViConfig) -> "ProcessorSettings":
-        view = config.view_config
-        return cls(
-            views_grid=view.grid,
-            resolution=view.resolution,
-            pad_colour=config.pad_colour,
-            tokens_per_image=config.tokens_per_image,
-            context_length=config.context_length,
-        )
+    def from_model_config(cls, config: SphinxViConfig, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "ProcessorSettings":
+        return cls(layout=config.layout, pad_colour=config.pad_colour, context_length=config.context_length,
+                   max_pixels=max_pixels)
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.layout.tokens_per_image
+
+
+# Keys older checkpoints wrote to processor_config.json; now derived from config.json (checked, not read).
+_DERIVED_KEYS = {"views_grid": lambda s: s.layout.views.grid, "resolution": lambda s: s.layout.views.resolution,
+                 "tokens_per_image": lambda s: s.layout.tokens_per_image, "pad_colour": lambda s: list(s.pad_colour),
+                 "context_length": lambda s: s.context_length}
 
 
 class SphinxViProcessor:
     """Pairs the tokenizer with the view builder.
 
-    `processor(text, images)` → BatchFeature(input_ids, attention_mask, pixel_values (N, V, 3, R, R),
-    image_sizes (N, 2) as (width, height)). `images` lists the images in the order their
-    `<image>` placeholders appear across `text`.
+    `processor(text, images)` → BatchFeature(input_ids, attention_mask, pixel_values (N, V, 3, R, R)).
+    `images` lists the images in the order their `<image>` placeholders appear across `text`;
+    images already loaded by `load` are used as they are (an image is decoded once per call).
     """
 
     image_token = IMAGE_TOKEN
@@ -61,22 +70,19 @@ class SphinxViProcessor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
     @classmethod
-    def from_model_config(cls, config: SphinxViConfig, tokenizer: PreTrainedTokenizerBase | None = None, **kw: Any):
-        tokenizer = tokenizer or load_tokenizer(config.tokenizer, allow_download=kw.pop("allow_download", False))
+    def from_model_config(cls, config: SphinxViConfig, tokenizer: PreTrainedTokenizerBase | None = None,
+                          allow_download: bool = False) -> "SphinxViProcessor":
+        tokenizer = tokenizer or load_tokenizer(config.tokenizer, allow_download=allow_download)
         return cls(tokenizer, ProcessorSettings.from_model_config(config))
 
-    @property
-    def view_config(self) -> ViewConfig:
-        return ViewConfig(grid=self.settings.views_grid, resolution=self.settings.resolution)
-
     # --- images -------------------------------------------------------------------------------
-    def load(self, image: ImageInput):
+    def load(self, image: ImageInput) -> Image.Image:
+        """Any image input → upright RGB (`images.load_image`); an image it already loaded comes back as is."""
         return load_image(image, max_pixels=self.settings.max_pixels)
 
-    def image_to_views(self, image: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
-        """One image → ((V, 3, R, R) views, (width, height) of the original)."""
-        img = self.load(image)
-        return make_views(img, self.view_config, self.settings.pad_colour), img.size
+    def image_to_views(self, image: ImageInput) -> torch.Tensor:
+        """One image → (V, 3, R, R) views in [0, 1]."""
+        return make_views(self.load(image), self.settings.layout.views, self.settings.pad_colour)
 
     # --- text ---------------------------------------------------------------------------------
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
@@ -131,9 +137,7 @@ class SphinxViProcessor:
             attention_mask[i, span] = 1
         data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if image_list:
-            views, sizes = zip(*(self.image_to_views(im) for im in image_list))
-            data["pixel_values"] = torch.stack(views)  # (N, V, 3, R, R)
-            data["image_sizes"] = torch.tensor(sizes, dtype=torch.long)  # (N, 2) width, height
+            data["pixel_values"] = torch.stack([self.image_to_views(im) for im in image_list])  # (N, V, 3, R, R)
         return BatchFeature(data)
 
     def batch_decode(self, ids: torch.Tensor, **kw: Any) -> list[str]:
@@ -144,11 +148,19 @@ class SphinxViProcessor:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory)
-        (directory / PROCESSOR_CONFIG).write_text(json.dumps(asdict(self.settings), indent=2))
+        (directory / PROCESSOR_CONFIG).write_text(json.dumps({"max_pixels": self.settings.max_pixels}, indent=2))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "SphinxViProcessor":
+        """The tokenizer and settings saved in `directory`, the layout from its model `config.json`."""
         directory = Path(directory)
-        data = json.loads((directory / PROCESSOR_CONFIG).read_text())
-        data["pad_colour"] = tuple(data["pad_colour"])
-        return cls(load_tokenizer(str(directory)), ProcessorSettings(**data))
+        saved = json.loads((directory / PROCESSOR_CONFIG).read_text())
+        settings = ProcessorSettings.from_model_config(SphinxViConfig.from_pretrained(directory),
+                                                       max_pixels=saved.pop("max_pixels", DEFAULT_MAX_PIXELS))
+        for key, value in saved.items():
+            if key not in _DERIVED_KEYS:
+                raise ValueError(f"{directory / PROCESSOR_CONFIG}: unknown setting {key!r}")
+            if _DERIVED_KEYS[key](settings) != (list(value) if isinstance(value, (list, tuple)) else value):
+                raise ValueError(f"{directory / PROCESSOR_CONFIG}: {key} = {value!r} disagrees with config.json "
+                                 f"({_DERIVED_KEYS[key](settings)!r})")
+        return cls(load_tokenizer(str(directory)), settings)

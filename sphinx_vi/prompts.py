@@ -1,4 +1,4 @@
-"""Task prompts in Vietnamese and English, following SPHINX's wording (DESIGN §4)."""
+"""Task prompts in Vietnamese and English, following SPHINX's wording."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import re
 from typing import Literal
 
 Lang = Literal["vi", "en"]
+Task = Literal["rec", "reg", "detect", "keypoints_box", "keypoints", "grounded_caption", "text_detection",
+               "chart_to_table", "vqa_short"]  # the keys of TASK_PROMPTS
 
 TASK_PROMPTS: dict[str, dict[str, str]] = {
     "rec": {
@@ -57,7 +59,7 @@ def detect_language(text: str) -> Lang:
     return "vi" if _VI_CHARS.search(text or "") else "en"
 
 
-def task_prompt(task: str, lang: Lang | Literal["auto"] = "auto", **fields: str) -> str:
+def task_prompt(task: Task | str, lang: Lang | Literal["auto"] = "auto", **fields: str) -> str:
     """Fill the prompt of `task` in `lang` ('auto' picks the language of the fields)."""
     if task not in TASK_PROMPTS:
         raise KeyError(f"unknown task {task!r}; known: {', '.join(sorted(TASK_PROMPTS))}")

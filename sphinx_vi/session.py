@@ -9,16 +9,15 @@ does not already hold. Greedy answers are the same as re-running the history (te
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from PIL import Image
 from transformers import DynamicCache
 
+from .generation import Generator, build_messages
+from .images import ImageInput
 from .processing import PromptTooLongError
-
-if TYPE_CHECKING:
-    from .api import SphinxVi
 
 
 def image_key(image: Image.Image) -> str:
@@ -39,23 +38,23 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class ChatSession:
     """A conversation about one image: `send(prompt) -> answer`, reusing the cache between turns.
 
-    >>> chat = vi.start_chat("street.jpg")
+    >>> chat = vi.start_chat("street.jpg")      # or ChatSession(Generator(model, processor), image)
     >>> chat.send("Có gì trong ảnh?")
     >>> chat.send("Xe màu đỏ ở đâu?")   # prefills only this turn's tokens
     """
 
-    def __init__(self, vi: "SphinxVi", image: Image.Image, history: list[tuple[str, str]] | None = None) -> None:
-        self.vi = vi
-        self.image = image
-        self.key = image_key(image)
+    def __init__(self, generator: Generator, image: ImageInput, history: list[tuple[str, str]] | None = None) -> None:
+        self.generator = generator
+        self.image = generator.processor.load(image)
+        self.key = image_key(self.image)
         self.history: list[tuple[str, str]] = list(history or [])
         self._ids: list[int] = []  # every id the cache has seen (prompt + generated)
         self._cache: DynamicCache | None = None
         self.stats = {"turns": 0, "prefilled_tokens": 0, "reused_tokens": 0}
 
     def _prompt_ids(self, prompt: str) -> list[int]:
-        processor = self.vi.processor
-        text = processor.apply_chat_template(self.vi._messages(prompt, self.history))
+        processor = self.generator.processor
+        text = processor.apply_chat_template(build_messages(prompt, self.history))
         ids = processor.expand_image_tokens(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(ids) > processor.settings.context_length:
             raise PromptTooLongError(
@@ -67,29 +66,28 @@ class ChatSession:
     @torch.inference_mode()
     def send(self, prompt: str, **generate_kwargs: Any) -> str:
         """Answer `prompt` given the history so far; the answer joins the history."""
-        vi, model, tok = self.vi, self.vi.model, self.vi.processor.tokenizer
-        kwargs = vi.generation_kwargs(**generate_kwargs)
+        gen, model = self.generator, self.generator.model
+        kwargs = gen.options(**generate_kwargs)
         if kwargs.get("num_beams", 1) != 1:
             raise ValueError("a cached chat session decodes one sequence: use num_beams=1 (or SphinxVi.chat for beam search)")
         ids = self._prompt_ids(prompt)
         cached = self._cache.get_seq_length() if self._cache is not None else 0
         keep = min(_common_prefix(self._ids, ids), cached, len(ids) - 1)
-        image_end = max(i for i, t in enumerate(ids) if t == vi.processor.image_token_id) + 1
+        image_end = max(i for i, t in enumerate(ids) if t == gen.processor.image_token_id) + 1
         inputs: dict[str, Any] = {}
         if self._cache is None or keep < image_end:  # first turn, or the image is not in the cache
             self._cache, keep = DynamicCache(), 0
-            views, _ = vi.processor.image_to_views(self.image)
-            inputs["pixel_values"] = views.unsqueeze(0).to(vi.device)  # (1, V, 3, R, R)
+            inputs["pixel_values"] = gen.processor.image_to_views(self.image).unsqueeze(0).to(gen.device)  # (1, V, 3, R, R)
         elif keep < cached:
             self._cache.crop(keep - cached)  # drop what the new prompt does not share
-        input_ids = torch.tensor([ids], device=vi.device)
-        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), past_key_values=self._cache,
+        input_ids = torch.tensor([ids], device=gen.device)
+        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), cache=self._cache,
                              return_dict_in_generate=True, **inputs, **kwargs)
-        self._cache = out.past_key_values
+        self._cache = out.cache
         self._ids = out.sequences[0].tolist()
         self.stats["turns"] += 1
         self.stats["prefilled_tokens"] += len(ids) - keep
         self.stats["reused_tokens"] += keep
-        answer = tok.decode(out.sequences[0, len(ids):], skip_special_tokens=True).strip()
+        answer = gen.decode_new(out.sequences, len(ids))[0]
         self.history.append((prompt, answer))
         return answer

@@ -27,16 +27,16 @@ def summarize(name: str) -> dict[str, Any]:
     parts["vision.projectors+begin/end"] = own
     parts["language_model"] = _count(model.language_model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    view = config.view_config
+    layout = config.layout
     return {
         "preset": name,
         "parameters": parts,
         "total_parameters": _count(model),
         "trainable_parameters_default": trainable,
-        "views": view.num_views,
-        "resolution": view.resolution,
-        "tokens_per_view": model.vision.tokens_per_view,
-        "visual_tokens_per_image": config.tokens_per_image,
+        "views": layout.num_views,
+        "resolution": layout.views.resolution,
+        "tokens_per_view": layout.tokens_per_view,
+        "visual_tokens_per_image": layout.tokens_per_image,
     }
 
 

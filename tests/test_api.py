@@ -46,7 +46,7 @@ def test_history_is_part_of_the_prompt(tiny):
 
 
 def _answering(tiny, monkeypatch, answer):
-    monkeypatch.setattr(tiny, "_generate", lambda images, prompts, history, **g: [answer] * len(images))
+    monkeypatch.setattr(tiny.generator, "answer", lambda images, prompts, history, **g: [answer] * len(images))
 
 
 def test_detect_ground_keypoints_parse_the_answer_into_pixels(tiny, monkeypatch):

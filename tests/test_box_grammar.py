@@ -219,7 +219,7 @@ def test_lean_loop_and_transformers_agree_with_the_constraint(shapes_model):
     texts = [vi.processor.apply_chat_template([{"role": "user", "content": f"<image>\n{p}"}])
              for p in (task_prompt("rec", "vi", expression="hình vuông màu xanh lá"), task_prompt("detect", "en", category="circles"))]
     inputs = vi.processor(texts, [WORLD_IMAGE, WORLD_IMAGE])
-    kwargs = vi.generation_kwargs(max_new_tokens=40)
+    kwargs = vi.generator.options(max_new_tokens=40)
     assert isinstance(kwargs["logits_processor"], LogitsProcessorList) and kwargs["logits_processor"][-1] is vi.box_grammar
     with torch.inference_mode():
         lean = vi.model.generate(**inputs, **kwargs)

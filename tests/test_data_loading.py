@@ -5,7 +5,6 @@ import torch
 from PIL import Image
 
 from sphinx_vi.data import (
-    IGNORE_INDEX,
     EncodedDataset,
     LengthGroupedBatches,
     Sample,
@@ -18,6 +17,7 @@ from sphinx_vi.data import (
 )
 from sphinx_vi.data.__main__ import main as data_main
 from sphinx_vi.data.formats import load_captions, load_llava
+from sphinx_vi.text.tokens import IGNORE_INDEX
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def test_labels_cover_only_assistant_turns(tiny, encoder, llava_dir):
     learned = tok.decode([t for t, l in zip(enc.input_ids.tolist(), enc.labels.tolist()) if l != IGNORE_INDEX])
     assert learned == " Trả lời một.</s> Trả lời hai.</s>"
     n_image = int((enc.input_ids == tiny.model.config.image_token_id).sum())
-    assert n_image == tiny.model.config.tokens_per_image
-    assert enc.pixel_values.shape == (1, 5, 3, 32, 32) and enc.image_sizes.tolist() == [[100, 50]]
+    assert n_image == tiny.model.config.layout.tokens_per_image
+    assert enc.pixel_values.shape == (1, 5, 3, 32, 32)
     text = encoder(Sample("t", kind="text", text="Xin chào thế giới."))
     assert (text.labels != IGNORE_INDEX).sum() == len(text) - 1  # everything but <s>
 

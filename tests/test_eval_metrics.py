@@ -58,7 +58,7 @@ def test_feature_spread_reports_each_tower_and_the_visual_tokens(tiny):
     from sphinx_vi.eval.diagnose import feature_spread
 
     images = sorted(Path("sphinx_vi/assets/examples").glob("*.png"))[:3]
-    spread = feature_spread(tiny, images)
+    spread = feature_spread(tiny.generator, images)
     assert set(spread) == {"tower.clip_convnext", "tower.clip_vit", "tower.dinov2", "tower.siglip", "visual_tokens"}
     assert all(0 < s["ratio"] <= 1.5 for s in spread.values())  # random towers: features differ between images
 
@@ -70,7 +70,7 @@ def test_phrase_sensitivity_compares_two_questions_about_one_image(tmp_path):
 
     synthesize(tmp_path, 8, seed=4, tasks=["rec"], progress=False)
     vi = SphinxVi.from_pretrained("tiny-shapes")
-    r = phrase_sensitivity(vi, tmp_path / "llava" / "rec.json", tmp_path, pairs=3)
+    r = phrase_sensitivity(vi.generator, tmp_path / "llava" / "rec.json", tmp_path, pairs=3)
     assert r["pairs"] == 3 and 1 <= r["answered_pairs"] <= 3  # the embedded model answers with boxes
     assert 0.0 <= r["identical_answers"] <= 1.0
     assert r["target_centre_distance_px"] > 0  # two different objects were asked about
@@ -81,7 +81,7 @@ def test_answer_token_loss_lists_every_rec_answer_position(tmp_path, tiny):
     from sphinx_vi.eval.diagnose import answer_token_loss
 
     synthesize(tmp_path, 4, seed=5, tasks=["rec"], progress=False)
-    rows = answer_token_loss(tiny, tmp_path / "llava" / "rec.json", tmp_path, limit=6, batch=4)
+    rows = answer_token_loss(tiny.generator, tmp_path / "llava" / "rec.json", tmp_path, limit=6, batch=4)
     tokens = "".join(r["token"] for r in rows)
     assert tokens.strip().startswith("[0.") and "]" in tokens  # the box, spelt token by token, then the end of turn
     assert [r["position"] for r in rows] == list(range(len(rows)))
@@ -95,13 +95,13 @@ def test_rec_outcomes_classify_every_answer_and_attention_is_split_by_outcome(tm
 
     synthesize(tmp_path, 6, seed=6, tasks=["rec", "detection"], progress=False)
     vi = SphinxVi.from_pretrained("tiny-shapes")
-    rows = rec_outcomes(vi, tmp_path, limit=8)
+    rows = rec_outcomes(vi.generator, tmp_path, limit=8)
     assert len(rows) == 8
     assert {r["outcome"] for r in rows} <= {"hit", "same_kind", "other_kind", "no_object", "unparsed"}
     assert all(1 <= r["objects"] <= 4 for r in rows)
     hits = [True, False] * 4
     kernel = vi.model.language_model.config._attn_implementation
-    att = attention_on_target(vi, tmp_path, hits, positions=5, batch=3)
+    att = attention_on_target(vi.generator, tmp_path, hits, positions=5, batch=3)
     cfg = vi.model.config.text_config
     for side in ("hit", "miss"):
         mass = torch.tensor(att[side])
@@ -109,7 +109,7 @@ def test_rec_outcomes_classify_every_answer_and_attention_is_split_by_outcome(tm
         assert ((mass > 0) & (mass <= 1 + 1e-5)).all()  # a share of a softmax over keys that include the target
     assert att["samples"] == {"hit": 4, "miss": 4}
     assert vi.model.language_model.config._attn_implementation == kernel  # the eager kernel was only borrowed
-    reading = phrase_reading(vi, tmp_path, hits, batch=3)
+    reading = phrase_reading(vi.generator, tmp_path, hits, batch=3)
     for side in ("hit", "miss"):
         phrase, colour, kind = (torch.tensor(reading[p][side]) for p in ("phrase", "colour", "kind"))
         assert phrase.shape == (cfg.num_hidden_layers, cfg.num_attention_heads)
@@ -118,7 +118,7 @@ def test_rec_outcomes_classify_every_answer_and_attention_is_split_by_outcome(tm
     assert vi.model.language_model.config._attn_implementation == kernel
     (tmp_path / "coco" / "instances.json").unlink()
     with pytest.raises(ValueError, match="coco/instances.json"):
-        rec_outcomes(vi, tmp_path, limit=2)
+        rec_outcomes(vi.generator, tmp_path, limit=2)
 
 
 def test_text_losses_cover_paragraphs_and_instruction_answers(tmp_path, tiny):

@@ -21,9 +21,9 @@ def _inputs(tiny, n_images=1, prompt="<image>\nMô tả bức ảnh."):
 def test_processor_expands_each_image_into_the_models_token_count(tiny, model):
     inputs = _inputs(tiny)
     n = int((inputs["input_ids"] == model.config.image_token_id).sum())
-    assert n == model.config.tokens_per_image == model.vision.tokens_per_view * 5 == 115
+    assert n == model.config.layout.tokens_per_image == model.vision.layout.tokens_per_view * 5 == 115
     assert inputs["pixel_values"].shape == (1, 5, 3, 32, 32)
-    assert inputs["image_sizes"].tolist() == [[40, 24]]
+    assert "image_sizes" not in inputs  # sizes live with the loaded images; the model does not take them
 
 
 def test_forward_shapes_and_loss(tiny, model):
@@ -37,7 +37,7 @@ def test_forward_shapes_and_loss(tiny, model):
 def test_several_images_per_sample(tiny, model):
     inputs = _inputs(tiny, n_images=2, prompt="<image> và <image>: khác nhau thế nào?")
     assert inputs["pixel_values"].shape[0] == 2
-    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 2 * model.config.tokens_per_image
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 2 * model.config.layout.tokens_per_image
     logits = model(**inputs).logits
     swapped = dict(inputs, pixel_values=inputs["pixel_values"].flip(0))
     assert not torch.allclose(logits, model(**swapped).logits)  # order of images matters
@@ -139,8 +139,8 @@ def test_meta_build_of_the_real_preset_matches_the_design():
     with torch.device("meta"):
         m = SphinxViForConditionalGeneration(cfg)
     # visual tokens: 5 views (global + 2×2) × (begin + 32 queries + cls + 16×16 grid + end)
-    assert cfg.tokens_per_image == 5 * (1 + 32 + 1 + 256 + 1) == 1455
-    assert m.vision.tokens_per_view * 5 == 1455
+    assert cfg.layout.tokens_per_image == 5 * (1 + 32 + 1 + 256 + 1) == 1455
+    assert m.vision.layout.tokens_per_view * 5 == 1455
 
     def count(module):
         return sum(p.numel() for p in module.parameters())
@@ -163,6 +163,6 @@ def test_position_features_survive_save_and_load(tmp_path):
     vi = SphinxVi.from_preset("tiny-shapes", seed=0)
     vi.save_pretrained(tmp_path / "m")
     again = SphinxVi.from_pretrained(tmp_path / "m")
-    R = vi.model.config.view_config.resolution
-    px = torch.rand(1, vi.model.vision.config.num_views, 3, R, R)
+    R = vi.model.config.layout.views.resolution
+    px = torch.rand(1, vi.model.vision.layout.num_views, 3, R, R)
     torch.testing.assert_close(again.model.vision(px), vi.model.vision(px))

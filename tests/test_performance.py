@@ -9,7 +9,8 @@ import torch
 
 from sphinx_vi import SphinxVi
 from sphinx_vi.bench.parity import ParitySize, build_pair, check_parity, normalise
-from sphinx_vi.data import IGNORE_INDEX, SampleEncoder, collate, collate_packed, pack_rows
+from sphinx_vi.text.tokens import IGNORE_INDEX
+from sphinx_vi.data import SampleEncoder, collate, collate_packed, pack_rows
 from sphinx_vi.data.formats import load_llava
 from sphinx_vi.data.world.generate import synthesize
 
@@ -37,7 +38,7 @@ def encoded(pair, tmp_path_factory):
 
 
 def _inputs(batch):
-    return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k not in ("labels", "image_sizes")}
+    return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "labels"}
 
 
 def test_llava_import_gives_the_same_logits_and_greedy_ids(pair, encoded):
@@ -46,7 +47,7 @@ def test_llava_import_gives_the_same_logits_and_greedy_ids(pair, encoded):
     diff = check_parity(hf, vi, batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
     assert diff < 1e-4
     prompt = batch["input_ids"][:1, :40]
-    n_img = int((prompt == vi.model.config.image_token_id).sum()) // vi.model.config.tokens_per_image
+    n_img = int((prompt == vi.model.config.image_token_id).sum()) // vi.model.config.layout.tokens_per_image
     views = batch["pixel_values"][:n_img]
     kw = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, suppress_tokens=[4], pad_token_id=0, eos_token_id=None)
     with torch.inference_mode():
@@ -173,7 +174,7 @@ def test_multi_turn_chat_reuses_the_cache_and_answers_the_same(shapes_model):
     prompts = ["Mô tả bức ảnh.", "Hình tròn màu đỏ ở đâu?", "Có bao nhiêu hình vuông trong ảnh?"]
     reference, history = [], []
     for p in prompts:  # stateless: the whole history, image included, every turn
-        answer = vi._generate([vi.processor.load(image)], [p], history)[0]
+        answer = vi.generator.answer([vi.processor.load(image)], [p], history)[0]
         reference.append(answer)
         history.append((p, answer))
 
@@ -258,8 +259,8 @@ def test_lean_greedy_gives_transformers_ids_with_padding_eos_and_cache(shapes_mo
         assert torch.equal(forced, forced_hf) and forced.shape[1] == inputs["input_ids"].shape[1] + 40
         # continuing from a cache that already holds the prompt
         cache = DynamicCache()
-        first = vi.model.generate(**inputs, **common, past_key_values=cache, return_dict_in_generate=True)
-        assert torch.equal(first.sequences, lean) and first.past_key_values.get_seq_length() > 0
+        first = vi.model.generate(**inputs, **common, cache=cache, return_dict_in_generate=True)
+        assert torch.equal(first.sequences, lean) and first.cache.get_seq_length() > 0
 
 
 def test_lean_greedy_steps_aside_for_other_options(shapes_model):

@@ -25,7 +25,7 @@ def test_backends_are_announced(studio):
 
 
 def test_core_actions_and_bad_input(studio, tmp_path, monkeypatch):
-    monkeypatch.setattr(studio.vi, "_generate", lambda images, prompts, history, **g: ["<p>hình tròn</p> [0.09,0.29,0.35,0.50]"] * len(images))
+    monkeypatch.setattr(studio.vi.generator, "answer", lambda images, prompts, history, **g: ["<p>hình tròn</p> [0.09,0.29,0.35,0.50]"] * len(images))
     studio._cache.clear()
     out = studio.detect(str(EXAMPLE), "hình tròn")
     assert out.table[0][0] == "hình tròn" and out.annotated.size == (320, 240)
@@ -48,7 +48,7 @@ def test_core_actions_and_bad_input(studio, tmp_path, monkeypatch):
     rgba = tmp_path / "rgba.png"
     Image.fromarray(np.zeros((30, 40, 4), np.uint8)).save(rgba)
     assert studio.detect(str(rgba), "x").image.mode == "RGB"
-    monkeypatch.setattr(studio.vi, "_generate", lambda images, prompts, history, **g: ["[[[ 0.1,"] * len(images))
+    monkeypatch.setattr(studio.vi.generator, "answer", lambda images, prompts, history, **g: ["[[[ 0.1,"] * len(images))
     studio._cache.clear()
     out = studio.detect(str(EXAMPLE), "hình vuông")
     assert out.detections == [] and any("Không tìm thấy" in n for n in out.notices)

@@ -106,13 +106,13 @@ def test_diffusers_inpainting_from_a_local_directory(inpaint_dir):
 
 def test_chain_detect_segment_edit_with_fallbacks(tiny, monkeypatch):
     photo = PHOTO.resize((300, 200))
-    monkeypatch.setattr(tiny, "_generate", lambda images, prompts, history, **g: ["<p>cốc</p> [0.28,0.27,0.77,0.67]"] * len(images))
+    monkeypatch.setattr(tiny.generator, "answer", lambda images, prompts, history, **g: ["<p>cốc</p> [0.28,0.27,0.77,0.67]"] * len(images))
     r = run_chain(tiny, photo, "cốc", GrabCutSegmenter(), TeleaInpainter(), edit="remove")
     assert [d.label for d in r.detections] == ["cốc"] and r.masks.shape == (1, 200, 300)
     assert r.backends == {"detect": "sphinx_vi", "segment": "opencv-grabcut", "inpaint": "opencv-telea"}
     assert r.edited.size == (300, 200) and set(r.timings_s) == {"detect", "segment", "inpaint"}
     r = run_chain(tiny, photo, "cốc", GrabCutSegmenter(), TeleaInpainter(), edit="replace", replace_prompt="a flower")
     assert any("cannot follow a prompt" in w for w in r.warnings)
-    monkeypatch.setattr(tiny, "_generate", lambda images, prompts, history, **g: ["Không thấy."] * len(images))
+    monkeypatch.setattr(tiny.generator, "answer", lambda images, prompts, history, **g: ["Không thấy."] * len(images))
     r = run_chain(tiny, photo, "cốc", GrabCutSegmenter(), TeleaInpainter(), edit="remove")
     assert r.detections == [] and r.masks.shape == (0, 200, 300) and np.array_equal(np.asarray(r.edited), np.asarray(photo))

@@ -53,6 +53,23 @@ def test_config_files_load_and_mistakes_are_named(tmp_path):
     assert cfg.effective_lora_alpha == 2 * cfg.lora_rank
 
 
+def test_nested_guide_config_from_yaml_flags_and_saved_config(tmp_path):
+    """`guides.box` is a YAML mapping or dotted names; a run's config.yaml loads back to the same config."""
+    from sphinx_vi.train.config import save_config
+
+    (tmp_path / "g.yaml").write_text("guides:\n  box: {weight: 1.0, heads: 2}\n  phrase:\n    layers: [0, 1]\n")
+    cfg = load_config(tmp_path / "g.yaml", {"guides.box.lead_weight": "3", "guides.phrase.weight": "0.5"})
+    assert (cfg.guides.box.weight, cfg.guides.box.heads, cfg.guides.box.lead_weight) == (1.0, 2, 3.0)
+    assert cfg.guides.box.layers == [1, 2] and cfg.guides.phrase.layers == [0, 1] and cfg.guides.phrase.weight == 0.5
+    assert [name for name, _ in cfg.guides.active()] == ["box", "phrase"]
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+    with pytest.raises(ValueError, match=r"unknown config field 'guides.box.wieght'; did you mean guides.box.weight"):
+        load_config(None, {"guides.box.wieght": 1})
+    with pytest.raises(ValueError, match=r"guides.box.lead_weight must be > 0"):
+        load_config(None, {"guides": {"box": {"lead_weight": 0}}})
+
+
 def test_cli_names_bad_options_and_bad_paths(world, tmp_path, capsys):
     assert train_main(["stage2", "--data", str(world), "--max-stesp", "2"]) == 2
     assert "did you mean --max-steps" in capsys.readouterr().err
@@ -170,7 +187,7 @@ def test_two_process_ddp_matches_one_process(world, tmp_path):
     # box-guided attention on: its loss is normalised by the global count of guided terms too
     common = ["-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world), "--max-steps", "3",
               "--warmup-steps", "1", "--log-every", "1", "--save-every", "100", "--lr", "0.001", "--reference-batch", "8",
-              "--mixture", "rec=1,detection=1", "--seed", "5", "--box-attention", "0.5", "--box-attention-layers=-1"]
+              "--mixture", "rec=1,detection=1", "--seed", "5", "--guides.box.weight", "0.5", "--guides.box.layers=-1"]
     one = subprocess.run([sys.executable, *common, "--batch-size", "8", "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -195,57 +212,11 @@ def test_lora_run_saves_a_plain_merged_checkpoint(world, tmp_path):
     assert isinstance(SphinxVi.from_pretrained(final).chat(world / "images" / "000001.png", "Có gì?", max_new_tokens=2), str)
 
 
-def test_stage0_towers_learn_colours_and_start_later_stages(tmp_path):
-    import json
-
-    from sphinx_vi.train.__main__ import main
-    from sphinx_vi.train.lineage import read_lineage
-
-    assert main(["towers", "--model", "tiny", "--out", str(tmp_path / "s0"), "--max-steps", "40", "--batch-size", "4"]) == 0
-    rows = [json.loads(x) for x in (tmp_path / "s0" / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 40 and rows[-1]["loss"] < rows[0]["loss"]
-    assert read_lineage(tmp_path / "s0")["base"]  # a base both stage-1 runs can share
-    vi = SphinxVi.from_pretrained(tmp_path / "s0")
-    fresh = SphinxVi.from_preset("tiny", seed=0)
-    changed = [n for n, p in vi.model.vision.encoders.named_parameters()
-               if not torch.equal(p, dict(fresh.model.vision.encoders.named_parameters())[n])]
-    assert changed  # the towers were trained
-    torch.testing.assert_close(vi.model.language_model.state_dict()["lm_head.weight"],
-                               fresh.model.language_model.state_dict()["lm_head.weight"])  # the LLM was not
-
-
-def test_stage0_box_digits_spell_the_grammar_in_each_view_frame():
-    from sphinx_vi.grounding.grammar import format_box
-    from sphinx_vi.train.towers import box_digits
-
-    box = (13.0, 40.7, 77.2, 127.9)
-    spelt = format_box(box, (128, 128))[1:-1].replace("1.00", "0.99").split(",")
-    assert box_digits(box, 128, (0.0, 0.0, 1.0)) == [int(d) for s in spelt for d in s[2:4]]
-    # top-right crop of a 2×2 grid: x from 0.5 to 1 of the image; boxes outside the crop clamp
-    assert box_digits((80.0, 0.0, 112.0, 64.0), 128, (0.5, 0.0, 0.5)) == [2, 5, 0, 0, 7, 5, 9, 9]
-    assert box_digits((0.0, 0.0, 32.0, 32.0), 128, (0.5, 0.5, 0.5)) == [0] * 8
-
-
-def test_stage0_cell_digits_follow_the_covering_shape_and_skip_background():
-    from sphinx_vi.train.towers import cell_box_digits
-
-    instances = torch.zeros(1, 8, 8, dtype=torch.long)
-    instances[0, :4, :4] = 1  # shape 1 covers the top-left 2×2 cells of a 4×4 grid
-    instances[0, 4:, 6:] = 2  # shape 2 covers half of each of two bottom-right cells
-    table = torch.zeros(1, 3, 8, dtype=torch.long)
-    table[0, 1], table[0, 2] = torch.arange(8), torch.arange(8) + 1
-    cells = cell_box_digits(instances, table, grid=4)  # (1, 16, 8)
-    assert cells.shape == (1, 16, 8)
-    assert torch.equal(cells[0, 0], torch.arange(8)) and torch.equal(cells[0, 5], torch.arange(8))
-    assert torch.equal(cells[0, 11], torch.arange(8) + 1) and torch.equal(cells[0, 15], torch.arange(8) + 1)
-    assert (cells[0, [2, 3, 8, 10]] == -100).all()  # background cells carry no box
-
-
 def test_stage2_with_box_attention_logs_the_guided_mass_and_saves_a_stock_model(world, tmp_path):
     import json
 
-    final = stage2(_cfg(world, tmp_path / "box", box_attention=1.0, box_attention_layers=[-1], box_attention_heads=2,
-                        phrase_attention=0.5, phrase_attention_layers=[0], mixture={"rec": 1.0, "reg": 1.0}, max_steps=3))
+    guides = {"box": {"weight": 1.0, "layers": [-1], "heads": 2}, "phrase": {"weight": 0.5, "layers": [0]}}
+    final = stage2(_cfg(world, tmp_path / "box", guides=guides, mixture={"rec": 1.0, "reg": 1.0}, max_steps=3))
     rows = [json.loads(x) for x in (tmp_path / "box" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["box_attention"] > 0 for r in rows)  # −log mass on the box, logged every step
     phrase = [r["phrase_attention"] for r in rows if "phrase_attention" in r]  # a step of REG answers only has no phrase term
@@ -253,30 +224,8 @@ def test_stage2_with_box_attention_logs_the_guided_mass_and_saves_a_stock_model(
     vi = SphinxVi.from_pretrained(final)
     for layer in vi.model.language_model.get_decoder().layers:
         assert not layer.self_attn._forward_pre_hooks  # no hook is saved
-    for name in ("box_attention", "phrase_attention"):
-        with pytest.raises(ValueError, match="gradient_checkpointing"):
-            _cfg(world, tmp_path / "x", **{name: 1.0}, gradient_checkpointing=True)
+    for name in ("box", "phrase"):
+        with pytest.raises(ValueError, match=f"guides.{name} .*gradient_checkpointing"):
+            _cfg(world, tmp_path / "x", **{f"guides.{name}.weight": 1.0}, gradient_checkpointing=True)
         with pytest.raises(ValueError, match="loss weight"):
-            _cfg(world, tmp_path / "x", **{name: -1.0})
-
-
-def test_stage0_people_scenes_label_figures_and_keypoints():
-    import random
-
-    from sphinx_vi.data.world.shapes import WorldConfig
-    from sphinx_vi.train.towers import PERSON_KIND, scene_batch
-    from sphinx_vi.views import ViewConfig
-
-    views = ViewConfig(grid=2, resolution=64)
-    scenes = scene_batch(random.Random(3), 2, WorldConfig(), views, (0, 0, 0), grid=8, people_rate=1.0)
-    V = views.num_views
-    assert scenes.pixels.shape == (2 * V, 3, 64, 64) and scenes.keypoint.shape == (2 * V, 64)
-    person = scenes.instance > 0
-    assert person.any() and set(scenes.kind[person].unique().tolist()) == {PERSON_KIND}
-    assert (scenes.kind[~person] == 0).all() and (scenes.colour == 0).all()
-    dark = scenes.pixels.mean(1) < 0.75  # figures are drawn in dark colours on a light background
-    assert dark[person].float().mean() > 0.5
-    labelled = scenes.keypoint > 0
-    assert labelled[::V].sum() >= 5  # the global view sees most visible keypoints
-    assert ((scenes.keypoint_digits >= 0).all(-1) == labelled).all()  # digits exactly where a keypoint is
-    assert scenes.keypoint.max() <= 17
+            _cfg(world, tmp_path / "x", guides={name: {"weight": -1.0}})

@@ -129,7 +129,7 @@ def _mixed(merge: bool, with_qformer: bool = True) -> MixedVisionEncoder:
 @pytest.mark.parametrize("merge, expected", [(False, 2 + 3 + 1 + 16), (True, 2 + 3 + 1 + 4)])
 def test_mixed_encoder_tokens_per_view(merge, expected):
     enc = _mixed(merge)
-    assert enc.tokens_per_view == expected
+    assert enc.layout.tokens_per_view == expected
     out = enc(torch.rand(2, 5, 3, 32, 32))
     assert out.shape == (2, 5 * expected, 48)
 

@@ -14,7 +14,6 @@ from sphinx_vi import SphinxVi
 from sphinx_vi.draw import PALETTE, draw_detections
 from sphinx_vi.grounding import Detection
 from sphinx_vi.images import ImageError, load_image
-from sphinx_vi.prompts import task_prompt
 from sphinx_vi.tools import EditSettings, load_inpainter, load_segmenter, union_mask
 
 from .texts import TEXTS
@@ -72,7 +71,7 @@ class Studio:
     def _detect(self, img: Image.Image, query: str) -> tuple[str, list[Detection], list[str]]:
         key = (hashlib.sha1(img.tobytes()).hexdigest(), query)
         if key not in self._cache:
-            answer = self.vi.ask(img, task_prompt("detect", "auto", category=query))
+            answer = self.vi.answer(img, "detect", category=query)
             self._cache[key] = (answer.text, answer.detections, answer.warnings)
             while len(self._cache) > 32:
                 self._cache.popitem(last=False)

@@ -13,28 +13,29 @@ from pathlib import Path
 
 import torch
 
-from ..api import SphinxVi
+from ..factory import build_from_preset
+from ..generation import Generator
 from . import median_seconds, write_json
 
 
 def run(preset: str = "tiny", repeats: int = 20, threads: int = 2, batch: int = 1) -> dict:
     torch.set_num_threads(threads)
-    vi = SphinxVi.from_preset(preset)
-    model = vi.model
+    gen = Generator(*build_from_preset(preset))
+    model = gen.model
     image = torch.randint(0, 255, (240, 320, 3), dtype=torch.uint8).numpy()
-    text = vi.processor.apply_chat_template([{"role": "user", "content": "<image>\nCó gì trong ảnh?"}])
-    inputs = vi.processor([text] * batch, [image] * batch)
+    text = gen.processor.apply_chat_template([{"role": "user", "content": "<image>\nCó gì trong ảnh?"}])
+    inputs = gen.processor([text] * batch, [image] * batch)
     text_ids = torch.randint(5, model.config.text_config.vocab_size, inputs["input_ids"].shape)
     with torch.inference_mode():
         full, full_sd = median_seconds(lambda: model(**inputs), repeats)
         lm, lm_sd = median_seconds(lambda: model.language_model(input_ids=text_ids), repeats)
         vis, vis_sd = median_seconds(lambda: model.vision(inputs["pixel_values"]), repeats)
-        prep, prep_sd = median_seconds(lambda: vi.processor([text] * batch, [image] * batch), repeats)
+        prep, prep_sd = median_seconds(lambda: gen.processor([text] * batch, [image] * batch), repeats)
     return {
         "preset": preset,
         "batch": batch,
         "sequence_length": int(inputs["input_ids"].shape[1]),
-        "visual_tokens_per_image": model.config.tokens_per_image,
+        "visual_tokens_per_image": model.config.layout.tokens_per_image,
         "threads": threads,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..api import SphinxVi
+from ..factory import build_from_preset
+from ..generation import Generator
 from . import write_json
 from ..data import EncodedDataset, LengthGroupedBatches, SampleEncoder, collate, mix
 from ..data.formats import load_llava, load_text
@@ -43,8 +44,8 @@ def loader_rate(dataset, lengths, batch_size: int, workers: int, batches: int, p
     return n / (time.perf_counter() - t)
 
 
-def train_rate(vi: SphinxVi, batches: list[dict], repeats: int) -> float:
-    model = vi.model.train()
+def train_rate(gen: Generator, batches: list[dict], repeats: int) -> float:
+    model = gen.model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     times = []
     for k in range(repeats + 2):
@@ -62,18 +63,18 @@ def train_rate(vi: SphinxVi, batches: list[dict], repeats: int) -> float:
 
 def run(images: int = 300, batch_size: int = 8, batches: int = 30, preset: str = "tiny") -> dict:
     torch.set_num_threads(2)
-    vi = SphinxVi.from_preset(preset)
+    gen = Generator(*build_from_preset(preset))
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp)
         synthesize(world, images, seed=0, progress=False)
         samples = stage2_samples(world, batch_size * (batches + 4) * 2)
-        encoder = SampleEncoder(vi.processor)
+        encoder = SampleEncoder(gen.processor)
         lengths = [encoder.length(s) for s in samples]
         ds = EncodedDataset(samples, encoder)
-        pad = vi.processor.tokenizer.pad_token_id
+        pad = gen.processor.tokenizer.pad_token_id
         rates = {w: loader_rate(ds, lengths, batch_size, w, batches, pad) for w in (0, 1, 2)}
         sample_batches = [collate([ds[i] for i in b], pad) for b in list(LengthGroupedBatches(lengths, batch_size))[:8]]
-        consume = train_rate(vi, sample_batches, repeats=10)
+        consume = train_rate(gen, sample_batches, repeats=10)
     return {
         "preset": preset,
         "batch_size": batch_size,

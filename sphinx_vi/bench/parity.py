@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, MistralConfig
 
-from ..api import SphinxVi
+from ..generation import Generator
 from ..convert import from_llava
 from ..processing import SphinxViProcessor
 from ..vision.base import CLIP_MEAN, CLIP_STD
@@ -53,7 +53,7 @@ def llava_config(size: ParitySize) -> LlavaConfig:
                        vision_feature_layer=-2, vision_feature_select_strategy="default")
 
 
-def build_pair(size: str | ParitySize, seed: int = 0) -> tuple[LlavaForConditionalGeneration, SphinxVi]:
+def build_pair(size: str | ParitySize, seed: int = 0) -> tuple[LlavaForConditionalGeneration, Generator]:
     """(HF LLaVA, sphinx_vi with its weights), both fp32 eval, attention via SDPA on both sides."""
     size = SIZES[size] if isinstance(size, str) else size
     torch.manual_seed(seed)
@@ -64,7 +64,7 @@ def build_pair(size: str | ParitySize, seed: int = 0) -> tuple[LlavaForCondition
     ours.config.text_config._attn_implementation = "sdpa"
     processor = SphinxViProcessor.from_model_config(ours.config)
     assert processor.image_token_id == IMAGE_TOKEN_ID, processor.image_token_id
-    return hf, SphinxVi(ours, processor)
+    return hf, Generator(ours, processor)
 
 
 def normalise(views: torch.Tensor) -> torch.Tensor:
@@ -75,10 +75,10 @@ def normalise(views: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def check_parity(hf: LlavaForConditionalGeneration, vi: SphinxVi, input_ids: torch.Tensor, views: torch.Tensor,
+def check_parity(hf: LlavaForConditionalGeneration, gen: Generator, input_ids: torch.Tensor, views: torch.Tensor,
                  attention_mask: torch.Tensor | None = None) -> float:
     """assert_close on the logits of both sides; returns the largest absolute difference."""
     a = hf(input_ids=input_ids, pixel_values=normalise(views), attention_mask=attention_mask).logits
-    b = vi.model(input_ids=input_ids, pixel_values=views, attention_mask=attention_mask).logits
+    b = gen.model(input_ids=input_ids, pixel_values=views, attention_mask=attention_mask).logits
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     return float((a - b).abs().max())

@@ -53,16 +53,16 @@ def _flops(fn) -> int:
 def sample_flops(model: SphinxViForConditionalGeneration, text_tokens: int, label_tokens: int, with_image: bool) -> dict[str, int]:
     """Training FLOPs of one sample: towers (forward), projector (fwd+bwd), decoder (fwd+bwd), lm_head on labels."""
     cfg = model.config
-    V, R = cfg.view_config.num_views, cfg.view_config.resolution
+    V, R = cfg.layout.num_views, cfg.layout.views.resolution
     D = cfg.text_config.hidden_size
-    L = text_tokens + (cfg.tokens_per_image if with_image else 0)
+    L = text_tokens + (cfg.layout.tokens_per_image if with_image else 0)
     out = {"vision": 0, "decoder": 0, "lm_head": 0}
     if with_image:
         pix = torch.zeros(1, V, 3, R, R, device="meta")
         out["vision"] = _flops(lambda: model.vision(pix))
         # the projector trains: its backward costs ~2× its forward
         in_width = model.vision.projector[0].in_features
-        out["vision"] += 2 * 2 * V * (cfg.vision_config.tokens_per_view) * in_width * D
+        out["vision"] += 2 * 2 * V * cfg.layout.tokens_per_view * in_width * D
     emb = torch.zeros(1, L, D, device="meta", requires_grad=True)
     mask = torch.zeros(1, 1, L, L, device="meta")  # a ready 4-D mask: meta tensors cannot be inspected
     # (attention FLOPs are counted over the full L×L square, the usual MFU convention)
@@ -93,7 +93,7 @@ def plan(preset: str = "sphinx-vi-1k", assumptions: PlanAssumptions | None = Non
                     if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"))
     total = info["total_parameters"]
     merged = SphinxViConfig(**{**preset_config_dict(preset), "vision": {**config.vision, "merge_2x2": not config.vision_config.merge_2x2}})
-    tokens = {config.vision_config.merge_2x2: config.tokens_per_image, not config.vision_config.merge_2x2: merged.tokens_per_image}
+    tokens = {config.vision_config.merge_2x2: config.layout.tokens_per_image, not config.vision_config.merge_2x2: merged.layout.tokens_per_image}
 
     stages = {}
     for stage, yaml in (("stage1", "sphinx_vi_1k_stage1.yaml"), ("stage2", "sphinx_vi_1k_stage2.yaml")):

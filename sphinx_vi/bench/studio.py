@@ -31,7 +31,7 @@ def run(model: str, image: Path, query: str, repeats: int) -> dict:
     img = vi.processor.load(image)
     box = (img.width * 0.25, img.height * 0.25, img.width * 0.6, img.height * 0.7)
     result = {"model": model, "image_size": list(img.size), "threads": 2}
-    result["detect_s"] = _median(lambda: vi.ask(img, f"Detect all {query} shown in the image."), repeats)
+    result["detect_s"] = _median(lambda: vi.answer(img, "detect", "en", category=query), repeats)
     grab = GrabCutSegmenter()
     result["segment_grabcut_s"] = _median(lambda: grab.segment(img, [box]), repeats)
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,9 +62,9 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
                             second_turn, train_step, useful_tokens)
 
     torch.set_num_threads(2)
-    hf, vi = build_pair(size)
-    work = make_workload(vi)
-    model = hf if side == "hf" else vi.model  # side: ours | hf | ours_padded (packing's third side)
+    hf, gen = build_pair(size)
+    work = make_workload(gen)
+    model = hf if side == "hf" else gen.model  # side: ours | hf | ours_padded (packing's third side)
     if side != "hf":
         del hf
     pad = 0
@@ -77,7 +77,7 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
             groups = batches(work, BATCH)
             layout = [collate_packed(b, pad, PACK_CAPACITY) if side == "ours" else collate(b, pad) for b in groups]
             if side == "ours":
-                use_packed_attention(vi.model.language_model)  # what training with `packing: true` does
+                use_packed_attention(gen.model.language_model)  # what training with `packing: true` does
             step = train_step(model, side, layout)
             tokens = useful_tokens(work.samples)
             epoch = lambda: [step() for _ in layout]  # noqa: E731 (one pass over every sample)
@@ -92,9 +92,9 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
                 metrics[f"decode_token_s_b{b}"] = [(n - o) / (NEW_TOKENS - 1) for n, o in zip(sorted(tn), sorted(t1))]
         elif case == "multiturn":
             image = work.images[0]
-            history = second_turn(vi, image)
+            history = second_turn(gen, image)
             for key, n in (("turn2_first_token_s", 1), ("turn2_s", TURN_TOKENS)):
-                prepare, run = multiturn_fn(side, model, vi, image, history, n)
+                prepare, run = multiturn_fn(side, model, gen, image, history, n)
                 metrics[key] = _timed(run, iters, prepare=prepare)
         else:
             raise ValueError(f"unknown case {case!r}")
@@ -111,20 +111,20 @@ def parity_checks(size: str) -> dict[str, float]:
                             second_turn, _inputs)
 
     torch.set_num_threads(2)
-    hf, vi = build_pair(size)
-    work = make_workload(vi)
+    hf, gen = build_pair(size)
+    work = make_workload(gen)
     out: dict[str, float] = {}
     ids, mask, views = left_padded(work.prompts[:4])
-    out["logits_max_abs_diff"] = check_parity(hf, vi, ids, views, mask)
+    out["logits_max_abs_diff"] = check_parity(hf, gen, ids, views, mask)
     batch = collate(batches(work, BATCH)[0], 0)
     with torch.no_grad():
-        hf.train(), vi.model.train()
+        hf.train(), gen.model.train()
         l_hf = hf(**_inputs(batch, "hf")).loss
-        l_ours = vi.model(**_inputs(batch, "ours")).loss
-        restore = use_packed_attention(vi.model.language_model)
-        l_packed = vi.model(**_inputs(collate_packed(batches(work, BATCH)[0], 0, PACK_CAPACITY), "ours")).loss
-        vi.model.language_model.set_attn_implementation(restore)
-        hf.eval(), vi.model.eval()
+        l_ours = gen.model(**_inputs(batch, "ours")).loss
+        restore = use_packed_attention(gen.model.language_model)
+        l_packed = gen.model(**_inputs(collate_packed(batches(work, BATCH)[0], 0, PACK_CAPACITY), "ours")).loss
+        gen.model.language_model.set_attn_implementation(restore)
+        hf.eval(), gen.model.eval()
     torch.testing.assert_close(l_ours, l_hf, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(l_packed, l_hf, rtol=1e-4, atol=1e-5)
     out["train_loss_abs_diff"] = float((l_ours - l_hf).abs())
@@ -132,14 +132,14 @@ def parity_checks(size: str) -> dict[str, float]:
     for b in (1, 4):
         i, m, v = left_padded(work.prompts[:b])
         a = generate_fn(hf, "hf", i, v, m, NEW_TOKENS)()
-        o = generate_fn(vi.model, "ours", i, v, m, NEW_TOKENS)()
+        o = generate_fn(gen.model, "ours", i, v, m, NEW_TOKENS)()
         assert torch.equal(a, o), f"greedy ids differ at batch {b}"
     out["greedy_ids_equal"] = 1.0
     image = work.images[0]
-    history = second_turn(vi, image)
+    history = second_turn(gen, image)
     seqs = []
-    for side, model in (("ours", vi.model), ("hf", hf)):
-        prepare, run = multiturn_fn(side, model, vi, image, history, TURN_TOKENS)
+    for side, model in (("ours", gen.model), ("hf", hf)):
+        prepare, run = multiturn_fn(side, model, gen, image, history, TURN_TOKENS)
         prepare()
         seqs.append(run())
     assert seqs[0] == seqs[1], "multi-turn: cached and re-encoded answers differ"
@@ -169,7 +169,7 @@ def views_table(iters: int) -> list[dict[str, Any]]:
             views = make_views(image, vc, (122, 116, 104)).unsqueeze(0)
             with torch.inference_mode(), PeakRSS() as mem:
                 t = statistics.median(_timed(lambda: model.encode_images(views), iters))
-            rows.append({"views_grid": K, "merge_2x2": merge, "views": vc.num_views, "visual_tokens": model.config.tokens_per_image,
+            rows.append({"views_grid": K, "merge_2x2": merge, "views": vc.num_views, "visual_tokens": model.config.layout.tokens_per_image,
                          "encode_ms": 1000 * t, "peak_rss_mb": mem.peak / 2**20})
     return rows
 

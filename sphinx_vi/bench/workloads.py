@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..api import SphinxVi
+from ..generation import Generator, build_messages
+from ..session import ChatSession
 from ..data import EncodedSample, SampleEncoder
 from ..data.formats import load_llava
 from ..data.world.generate import synthesize
@@ -33,9 +34,9 @@ class Workload:
     images: list[Any]  # the images behind `prompts` (for the chat session)
 
 
-def make_workload(vi: SphinxVi, num: int = 64, seed: int = 0) -> Workload:
+def make_workload(gen: Generator, num: int = 64, seed: int = 0) -> Workload:
     """`num` stage-2 samples and 8 single-image prompts from a freshly synthesised world."""
-    encoder = SampleEncoder(vi.processor, max_length=1024)
+    encoder = SampleEncoder(gen.processor, max_length=1024)
     with tempfile.TemporaryDirectory() as tmp:
         synthesize(tmp, 60, seed=seed, progress=False)
         samples = [encoder(s) for s in stage2_samples(Path(tmp), num, seed)]
@@ -43,15 +44,15 @@ def make_workload(vi: SphinxVi, num: int = 64, seed: int = 0) -> Workload:
         prompts, images = [], []
         for s in rec:
             question = s.messages[0]["content"]
-            text = vi.processor.apply_chat_template([{"role": "user", "content": question}])
-            batch = vi.processor(text, [s.images[0]])
+            text = gen.processor.apply_chat_template([{"role": "user", "content": question}])
+            batch = gen.processor(text, [s.images[0]])
             prompts.append((batch["input_ids"][0], batch["pixel_values"]))
-            images.append(vi.processor.load(s.images[0]))
+            images.append(gen.processor.load(s.images[0]))
     return Workload(samples, prompts, images)
 
 
 def _inputs(batch: dict[str, Any], side: Side) -> dict[str, Any]:
-    out = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k not in ("image_sizes",)}
+    out = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) }
     if side == "hf" and out.get("pixel_values") is not None:
         out["pixel_values"] = normalise(out["pixel_values"])
     return {k: v for k, v in out.items() if v is not None}
@@ -123,14 +124,14 @@ TURN_2 = "Now list the shapes with their boxes."
 TURN1_TOKENS = 16
 
 
-def second_turn(vi: SphinxVi, image: Any) -> list[tuple[str, str]]:
+def second_turn(gen: Generator, image: Any) -> list[tuple[str, str]]:
     """Turn 1 (forced length) through a session → the history a second turn continues."""
-    session = vi.start_chat(image)
+    session = ChatSession(gen, image)
     session.send(TURN_1, max_new_tokens=TURN1_TOKENS, min_new_tokens=TURN1_TOKENS, suppress_tokens=[IMAGE_TOKEN_ID])
     return list(session.history)
 
 
-def multiturn_fn(side: Side, model: torch.nn.Module, vi: SphinxVi, image: Any, history: list[tuple[str, str]],
+def multiturn_fn(side: Side, model: torch.nn.Module, gen: Generator, image: Any, history: list[tuple[str, str]],
                  new_tokens: int) -> tuple[Callable[[], None], Callable[[], list[int]]]:
     """Turn-2 latency as (prepare, run), from the user's prompt to `new_tokens` generated tokens.
 
@@ -139,27 +140,27 @@ def multiturn_fn(side: Side, model: torch.nn.Module, vi: SphinxVi, image: Any, h
     stack does every turn — render + tokenise the whole history, preprocess the image, encode it
     and prefill everything again. Both return the full id sequence (compared before timing).
     """
-    gen = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, suppress_tokens=[IMAGE_TOKEN_ID])
+    options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, suppress_tokens=[IMAGE_TOKEN_ID])
     if side == "ours":
         state: dict[str, Any] = {}
 
         def prepare() -> None:
-            state["s"] = vi.start_chat(image)
+            state["s"] = ChatSession(gen, image)
             state["s"].send(TURN_1, max_new_tokens=TURN1_TOKENS, min_new_tokens=TURN1_TOKENS, suppress_tokens=[IMAGE_TOKEN_ID])
             assert state["s"].history == history, "turn 1 differs from the history being continued"
 
         def run() -> list[int]:
-            state["s"].send(TURN_2, **gen)
+            state["s"].send(TURN_2, **options)
             return state["s"]._ids
 
         return prepare, run
 
     @torch.inference_mode()
     def run_hf() -> list[int]:
-        text = vi.processor.apply_chat_template(vi._messages(TURN_2, history))
-        inputs = vi.processor(text, [image])
+        text = gen.processor.apply_chat_template(build_messages(TURN_2, history))
+        inputs = gen.processor(text, [image])
         out = model.generate(input_ids=inputs["input_ids"], pixel_values=normalise(inputs["pixel_values"]),
-                             attention_mask=inputs["attention_mask"], do_sample=False, pad_token_id=0, eos_token_id=None, **gen)
+                             attention_mask=inputs["attention_mask"], do_sample=False, pad_token_id=0, eos_token_id=None, **options)
         return out[0].tolist()
 
     return (lambda: None), run_hf

@@ -1,11 +1,11 @@
 """Data: the synthetic world, readers for real formats, encoding, mixtures and batching."""
 
 from .batching import LengthGroupedBatches, mix, padding_fraction
-from .encode import IGNORE_INDEX, EncodedDataset, EncodedSample, SampleEncoder, collate, collate_packed, pack_rows
+from .encode import EncodedDataset, EncodedSample, SampleEncoder, collate, collate_packed, pack_rows
 from .samples import LoadReport, LoadResult, Sample, TooManyBadRowsError
 from .sources import load_any
 
 __all__ = [
-    "IGNORE_INDEX", "collate_packed", "pack_rows", "EncodedDataset", "EncodedSample", "LengthGroupedBatches", "LoadReport", "LoadResult",
+    "collate_packed", "pack_rows", "EncodedDataset", "EncodedSample", "LengthGroupedBatches", "LoadReport", "LoadResult",
     "Sample", "SampleEncoder", "TooManyBadRowsError", "collate", "load_any", "mix", "padding_fraction",
 ]

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from ..images import ImageError
-from ..modeling import IGNORE_INDEX
 from ..processing import SphinxViProcessor
+from ..text.tokens import IGNORE_INDEX
 from .samples import Sample
 
 
@@ -22,7 +22,6 @@ class EncodedSample:
     input_ids: torch.Tensor  # (L,)
     labels: torch.Tensor  # (L,), IGNORE_INDEX outside assistant turns
     pixel_values: torch.Tensor | None  # (N, V, 3, R, R)
-    image_sizes: torch.Tensor | None  # (N, 2)
     task: str = "chat"
 
     def __len__(self) -> int:
@@ -79,12 +78,10 @@ class SampleEncoder:
         ids, labels = self.token_ids_and_labels(sample)
         if len(ids) > self.max_length:
             raise SampleTooLongError(f"sample {sample.id}: {len(ids)} tokens > max_length {self.max_length}")
-        pixel_values = image_sizes = None
+        pixel_values = None
         if sample.images:
-            views, sizes = zip(*(self.processor.image_to_views(p) for p in sample.images))
-            pixel_values = torch.stack(views)
-            image_sizes = torch.tensor(sizes, dtype=torch.long)
-        return EncodedSample(torch.tensor(ids), torch.tensor(labels), pixel_values, image_sizes, sample.task)
+            pixel_values = torch.stack([self.processor.image_to_views(p) for p in sample.images])  # (N, V, 3, R, R)
+        return EncodedSample(torch.tensor(ids), torch.tensor(labels), pixel_values, sample.task)
 
     def length(self, sample: Sample) -> int:
         """Token count without loading images (for length grouping), computed once per distinct text."""
@@ -111,12 +108,9 @@ def collate(batch: list[EncodedSample | None], pad_token_id: int) -> dict[str, A
 
 
 def _images(in_order: list[EncodedSample]) -> dict[str, torch.Tensor | None]:
-    """The samples' images stacked in placeholder order: pixel_values (N, V, 3, R, R), image_sizes (N, 2)."""
-    with_images = [b for b in in_order if b.pixel_values is not None]
-    if not with_images:
-        return {"pixel_values": None, "image_sizes": None}
-    return {"pixel_values": torch.cat([b.pixel_values for b in with_images]),
-            "image_sizes": torch.cat([b.image_sizes for b in with_images])}
+    """The samples' images stacked in placeholder order: pixel_values (N, V, 3, R, R)."""
+    with_images = [b.pixel_values for b in in_order if b.pixel_values is not None]
+    return {"pixel_values": torch.cat(with_images) if with_images else None}
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from ..draw import draw_detections
 from ..grounding import parse
 from .formats.llava import load_llava
-from .world.glyphs import font
+from ..fonts import font
 
 
 def contact_sheet(data_dir: str | Path, out: str | Path, num: int = 16, seed: int = 0, tile: int = 256) -> Path:

@@ -13,7 +13,7 @@ import random
 from collections import defaultdict
 from typing import Callable
 
-from ..text.tokenizer import IMAGE_TOKEN
+from ..text.tokens import IMAGE_TOKEN
 from .samples import Sample
 
 

@@ -23,11 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-box-grammar", action="store_true",
                    help="decode without the box-grammar constraint (to measure what it adds)")
     args = p.parse_args(argv)
-    from ..api import SphinxVi
+    from ..factory import load_model
+    from ..generation import Generator
 
     try:
-        vi = SphinxVi.load(args.model)
-        report = evaluate(vi, args.data, args.limit, args.tasks, args.batch_size, constrain_boxes=not args.no_box_grammar)
+        gen = Generator(*load_model(args.model))
+        report = evaluate(gen, args.data, args.limit, args.tasks, args.batch_size, constrain_boxes=not args.no_box_grammar)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -30,12 +30,15 @@ from typing import Any
 
 import torch
 
-from ..api import SphinxVi
+from ..factory import load_model
+from ..generation import Generator
+from ..guidance import TargetReader, pieces_in_span
+from ..text.tokens import IMAGE_TOKEN
 
 
-def feature_spread(vi: SphinxVi, images: list[Path]) -> dict[str, dict[str, float]]:
+def feature_spread(gen: Generator, images: list[Path]) -> dict[str, dict[str, float]]:
     """{part: {across_images, overall, ratio}} over the given images."""
-    px = torch.stack([vi.processor.image_to_views(p)[0] for p in images])  # (N, V, 3, R, R)
+    px = torch.stack([gen.processor.image_to_views(p) for p in images])  # (N, V, 3, R, R)
     n, v = px.shape[:2]
     out: dict[str, dict[str, float]] = {}
 
@@ -46,14 +49,14 @@ def feature_spread(vi: SphinxVi, images: list[Path]) -> dict[str, dict[str, floa
 
     with torch.no_grad():
         views = px.flatten(0, 1)
-        for name, enc in vi.model.vision.encoders.items():
+        for name, enc in gen.model.vision.encoders.items():
             grid = enc(views).grid
             spread(f"tower.{name}", grid.reshape(n, v, *grid.shape[1:]))
-        spread("visual_tokens", vi.model.vision(px))
+        spread("visual_tokens", gen.model.vision(px))
     return out
 
 
-def phrase_sensitivity(vi: SphinxVi, rec_file: Path, image_root: Path, pairs: int = 25) -> dict[str, float]:
+def phrase_sensitivity(gen: Generator, rec_file: Path, image_root: Path, pairs: int = 25) -> dict[str, float]:
     """Ask two REC questions about the same image; compare the two answers to the two targets."""
     from collections import defaultdict
 
@@ -72,9 +75,9 @@ def phrase_sensitivity(vi: SphinxVi, rec_file: Path, image_root: Path, pairs: in
         return (((a[0] + a[2]) - (b[0] + b[2])) ** 2 + ((a[1] + a[3]) - (b[1] + b[3])) ** 2) ** 0.5 / 2
 
     for a, b in chosen:
-        image = vi.processor.load(a.images[0])
-        questions = [x.messages[0]["content"].replace("<image>", "").strip() for x in (a, b)]
-        answers = vi.chat([image, image], questions)
+        image = gen.processor.load(a.images[0])
+        questions = [x.messages[0]["content"].replace(IMAGE_TOKEN, "").strip() for x in (a, b)]
+        answers = gen.answer([image, image], questions)
         boxes = [parse(t, image.size).boxes for t in answers]
         targets = [parse(x.messages[-1]["content"], image.size).boxes[0] for x in (a, b)]
         if boxes[0] and boxes[1]:
@@ -87,7 +90,7 @@ def phrase_sensitivity(vi: SphinxVi, rec_file: Path, image_root: Path, pairs: in
             "answer_centre_distance_px": sum(d_pred) / n, "target_centre_distance_px": sum(d_gt) / n}
 
 
-def answer_token_loss(vi: SphinxVi, rec_file: Path, image_root: Path, limit: int = 64, batch: int = 16) -> list[dict]:
+def answer_token_loss(gen: Generator, rec_file: Path, image_root: Path, limit: int = 64, batch: int = 16) -> list[dict]:
     """Mean teacher-forced loss at each answer position of REC samples: [{position, token, loss}, ...]
     (the token is the most frequent one at that position, e.g. '[' '0' '.' digit digit ',' ...)."""
     from collections import Counter
@@ -98,15 +101,15 @@ def answer_token_loss(vi: SphinxVi, rec_file: Path, image_root: Path, limit: int
     samples = load_llava(rec_file, image_root=image_root).samples[:limit]
     if not samples:
         raise ValueError(f"{rec_file}: no samples")
-    encoder, tok = SampleEncoder(vi.processor), vi.processor.tokenizer
+    encoder, tok = SampleEncoder(gen.processor), gen.processor.tokenizer
     sums: dict[int, float] = {}
     counts: Counter = Counter()
     tokens: dict[int, Counter] = {}
-    vi.model.eval()
+    gen.model.eval()
     with torch.no_grad():
         for i in range(0, len(samples), batch):
             b = collate([encoder(s) for s in samples[i : i + batch]], tok.pad_token_id)
-            logits = vi.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=b["pixel_values"]).logits
+            logits = gen.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=b["pixel_values"]).logits
             targets = b["labels"][:, 1:]  # (B, L-1): position t predicts token t + 1
             loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
             for r in range(targets.shape[0]):
@@ -117,7 +120,7 @@ def answer_token_loss(vi: SphinxVi, rec_file: Path, image_root: Path, limit: int
     return [{"position": k, "token": tokens[k].most_common(1)[0][0], "loss": sums[k] / counts[k]} for k in sorted(sums)]
 
 
-def rec_outcomes(vi: SphinxVi, data: Path, limit: int | None = None, batch: int = 32) -> list[dict[str, Any]]:
+def rec_outcomes(gen: Generator, data: Path, limit: int | None = None, batch: int = 32) -> list[dict[str, Any]]:
     """Greedy REC answers on `data` (a synthetic world: llava/rec.json + coco/instances.json), one row
     per sample: {objects, outcome}; outcome is hit / same_kind / other_kind / no_object / unparsed."""
     from collections import defaultdict
@@ -137,7 +140,7 @@ def rec_outcomes(vi: SphinxVi, data: Path, limit: int | None = None, batch: int 
         x, y, w, h = a["bbox"]
         objects[a["image_id"]].append(((x, y, x + w, y + h), a["category_id"]))
     rows = []
-    for s, text in zip(samples, answer(vi, samples, MAX_NEW_TOKENS["rec"], batch, "rec")):
+    for s, text in zip(samples, answer(gen, samples, MAX_NEW_TOKENS["rec"], batch, "rec")):
         here = objects[image_ids[Path(s.images[0]).name]]
         size = image_size(s)
         gt = parse(s.messages[-1]["content"], size).boxes[0]
@@ -157,40 +160,42 @@ def rec_outcomes(vi: SphinxVi, data: Path, limit: int | None = None, batch: int 
     return rows
 
 
-def _eager_attention(vi: SphinxVi, samples: list, batch: int):
+def _eager_attention(gen: Generator, samples: list, batch: int):
     """Yield (collated batch, attention maps (B, layers, heads, L, L)) of `samples`, teacher-forced; the eager
     kernel (the one that returns attention maps) is borrowed and the previous one restored."""
     from ..data.encode import SampleEncoder, collate
 
-    previous = vi.model.language_model.config._attn_implementation
-    vi.model.language_model.set_attn_implementation("eager")
-    encoder = SampleEncoder(vi.processor)
+    previous = gen.model.language_model.config._attn_implementation
+    gen.model.language_model.set_attn_implementation("eager")
+    encoder = SampleEncoder(gen.processor)
     try:
         with torch.no_grad():
             for i in range(0, len(samples), batch):
-                b = collate([encoder(s) for s in samples[i : i + batch]], vi.processor.tokenizer.pad_token_id)
-                out = vi.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                b = collate([encoder(s) for s in samples[i : i + batch]], gen.processor.tokenizer.pad_token_id)
+                out = gen.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                pixel_values=b["pixel_values"], output_attentions=True)
                 yield b, torch.stack(out.attentions, 1)
     finally:
-        vi.model.language_model.set_attn_implementation(previous)
+        gen.model.language_model.set_attn_implementation(previous)
 
 
-def attention_on_target(vi: SphinxVi, data: Path, hits: list[bool], positions: int = 8, batch: int = 16) -> dict[str, Any]:
+def _target_reader(gen: Generator) -> TargetReader:
+    return TargetReader(gen.processor.tokenizer, gen.model.config.image_token_id, gen.model.vision.layout)
+
+
+def attention_on_target(gen: Generator, data: Path, hits: list[bool], positions: int = 8, batch: int = 16) -> dict[str, Any]:
     """Mean attention mass of each (layer, head) on the target's visual tokens at the first `positions`
     answer positions of `data`'s REC samples (teacher-forced), separately for `hits` and misses:
     {"hit": [[[mass per position] per head] per layer], "miss": ...}."""
-    from ..train.box_attention import BoxAttention
     from .runner import load_task
 
     samples = load_task(data, "rec", len(hits))
-    cfg = vi.model.config.text_config
-    finder = BoxAttention(vi.model, vi.processor.tokenizer, vi.model.config.image_token_id, [0], 1)
-    finder.remove()  # only its target extraction is used
+    cfg = gen.model.config.text_config
+    reader = _target_reader(gen)
     sums = torch.zeros(2, cfg.num_hidden_layers, cfg.num_attention_heads, positions)  # [miss, hit]
     counts = torch.zeros(2, 1, 1, positions)
-    for i, (b, maps) in enumerate(_eager_attention(vi, samples, batch)):
-        query, focus = finder.targets(b["input_ids"], b["labels"])  # (B, L), (B, L, L)
+    for i, (b, maps) in enumerate(_eager_attention(gen, samples, batch)):
+        query, focus = reader.box(b["input_ids"], b["labels"])  # (B, L), (B, L, L)
         for r in range(maps.shape[0]):
             first = query[r].nonzero().flatten()[:positions]
             mass = (maps[r][:, :, first] * focus[r, first].float()).sum(-1)  # (layers, heads, P)
@@ -201,31 +206,29 @@ def attention_on_target(vi: SphinxVi, data: Path, hits: list[bool], positions: i
     return {"miss": mean[0].tolist(), "hit": mean[1].tolist(), "samples": {"hit": sum(hits), "miss": len(hits) - sum(hits)}}
 
 
-def phrase_reading(vi: SphinxVi, data: Path, hits: list[bool], batch: int = 16) -> dict[str, Any]:
+def phrase_reading(gen: Generator, data: Path, hits: list[bool], batch: int = 16) -> dict[str, Any]:
     """Attention mass of each (layer, head), at the position that predicts a REC answer's first token, on the
     tokens of the question's expression, and within it on the target's colour word and kind word (the first
     of each it names: a relation's anchor comes after), for `hits` and misses:
     {"phrase" | "colour" | "kind": {"hit": [[mass per head] per layer], "miss": ...}}."""
     from ..data.world.language import COLOURS, KINDS
-    from ..train.box_attention import PhraseAttention, pieces_in_span
     from .runner import load_task
 
     samples = load_task(data, "rec", len(hits))
-    cfg = vi.model.config.text_config
-    finder = PhraseAttention(vi.model, vi.processor.tokenizer, vi.model.config.image_token_id, [0], 1)
-    finder.remove()  # only its target extraction is used
+    cfg = gen.model.config.text_config
+    reader = _target_reader(gen)
     vocab = {"colour": [w for c in COLOURS for w in (c.en, c.vi)], "kind": [w for k in KINDS for w in (k.en, k.vi)]}
     parts = ("phrase", "colour", "kind")
     sums = torch.zeros(len(parts), 2, cfg.num_hidden_layers, cfg.num_attention_heads)  # part, [miss, hit]
     counts = torch.zeros(2)
-    for i, (b, maps) in enumerate(_eager_attention(vi, samples, batch)):
-        query, focus = finder.targets(b["input_ids"], b["labels"])
+    for i, (b, maps) in enumerate(_eager_attention(gen, samples, batch)):
+        query, focus = reader.phrase(b["input_ids"], b["labels"])
         for r in range(maps.shape[0]):
             rows = query[r].nonzero().flatten()
             if not len(rows):
                 continue
             q, phrase = int(rows[0]), focus[r, int(rows[0])].nonzero().flatten().tolist()
-            pieces = [finder._piece(t) for t in b["input_ids"][r, phrase].tolist()]
+            pieces = reader.pieces(b["input_ids"][r, phrase].tolist())
             text = "".join(pieces)
             masks = {"phrase": phrase}
             for part, words in vocab.items():
@@ -246,27 +249,27 @@ def main() -> None:
     p.add_argument("--num", type=int, default=16)
     p.add_argument("--rec-limit", type=int, default=200, help="REC samples for the outcome and attention diagnostics")
     args = p.parse_args()
-    vi = SphinxVi.load(args.model)
+    gen = Generator(*load_model(args.model))
     images = sorted((args.data / "images").glob("*.png"))[: args.num]
     if len(images) < 2:
         raise SystemExit(f"error: need at least 2 images under {args.data / 'images'}")
-    result = feature_spread(vi, images)
+    result = feature_spread(gen, images)
     print(f"{'part':<28}{'across images':>14}{'overall':>10}{'ratio':>8}")
     for k, r in result.items():
         print(f"{k:<28}{r['across_images']:>14.5f}{r['overall']:>10.4f}{r['ratio']:>8.4f}")
     rec = args.data / "llava" / "rec.json"
     if rec.exists():
-        ps = phrase_sensitivity(vi, rec, args.data, pairs=args.num)
+        ps = phrase_sensitivity(gen, rec, args.data, pairs=args.num)
         print(f"phrase sensitivity over {ps['answered_pairs']} image(s) with two questions: identical answers "
               f"{ps['identical_answers']:.0%}, answer centres {ps['answer_centre_distance_px']:.1f} px apart "
               f"vs targets {ps['target_centre_distance_px']:.1f} px")
         result["phrase_sensitivity"] = ps
-        per_token = answer_token_loss(vi, rec, args.data, limit=4 * args.num)
+        per_token = answer_token_loss(gen, rec, args.data, limit=4 * args.num)
         print("answer loss per position (nats; ln 10 = 2.30 is a uniform digit): "
               + " ".join(f"{r['token'].strip() or '␣'}:{r['loss']:.2f}" for r in per_token))
         result["answer_token_loss"] = per_token
     if rec.exists() and (args.data / "coco" / "instances.json").exists():
-        outcomes = rec_outcomes(vi, args.data, limit=args.rec_limit)
+        outcomes = rec_outcomes(gen, args.data, limit=args.rec_limit)
         table: dict[int, dict[str, int]] = {}
         for row in outcomes:
             table.setdefault(row["objects"], {}).setdefault(row["outcome"], 0)
@@ -275,13 +278,13 @@ def main() -> None:
         for n in sorted(table):
             print(f"  {n} object(s): " + ", ".join(f"{k} {v}" for k, v in sorted(table[n].items())))
         result["rec_outcomes"] = table
-        att = attention_on_target(vi, args.data, [r["outcome"] == "hit" for r in outcomes])
+        att = attention_on_target(gen, args.data, [r["outcome"] == "hit" for r in outcomes])
         print(f"attention mass on the target at the first answer positions (hits {att['samples']['hit']} | misses {att['samples']['miss']}):")
         for layer, (hit_heads, miss_heads) in enumerate(zip(att["hit"], att["miss"])):
             for head, (h, m) in enumerate(zip(hit_heads, miss_heads)):
                 print(f"  layer {layer} head {head}:  " + " ".join(f"{v:.2f}" for v in h) + "  |  " + " ".join(f"{v:.2f}" for v in m))
         result["attention_on_target"] = att
-        reading = phrase_reading(vi, args.data, [r["outcome"] == "hit" for r in outcomes])
+        reading = phrase_reading(gen, args.data, [r["outcome"] == "hit" for r in outcomes])
         print("attention mass on the question's expression / its colour word / its kind word at the answer's first position "
               "(per head; hits | misses):")
         for layer in range(len(reading["phrase"]["hit"])):

@@ -8,8 +8,10 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
+from ..fonts import font
 from ..grounding import box_iou
 from ..grounding.geometry import Box
+from ..text.tokens import IMAGE_TOKEN
 
 TARGET, MODEL = (60, 180, 75), (230, 25, 75)  # green, red
 
@@ -31,14 +33,12 @@ class RecResult:
     @property
     def caption(self) -> str:
         """The question's text without the image placeholder, its end kept (where the phrase is) if long."""
-        text = " ".join(self.question.replace("<image>", " ").split())
+        text = " ".join(self.question.replace(IMAGE_TOKEN, " ").split())
         return text if len(text) <= 32 else "…" + text[-31:]
 
 
 def draw_rec_gallery(results: Sequence[RecResult], out: str | Path, columns: int = 4, cell: int = 256) -> Path:
     """Draw `results` in a grid (target green, model red, the phrase and IoU under each) and save a PNG."""
-    from ..data.world.glyphs import font  # renders Vietnamese
-
     if not results:
         raise ValueError("no REC results to draw")
     caption_h = 40

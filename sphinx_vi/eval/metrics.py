@@ -1,4 +1,4 @@
-"""Metrics for grounding answers, each with its trivial baseline (DESIGN §7)."""
+"""Metrics for grounding answers, each with its trivial baseline."""
 
 from __future__ import annotations
 

@@ -9,31 +9,28 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..api import SphinxVi
 from ..data import Sample, SampleEncoder, collate
 from ..data.formats import load_llava, load_text
+from ..generation import Generator
 from ..grounding import parse
+from ..text.tokens import IGNORE_INDEX
 from . import metrics as M
 from .gallery import RecResult
 
 MAX_NEW_TOKENS = {"rec": 32, "detection": 160, "keypoints": 320, "vqa": 12}
 
 
-def answer(vi: SphinxVi, samples: list[Sample], max_new_tokens: int, batch_size: int = 32, desc: str = "",
+def answer(gen: Generator, samples: list[Sample], max_new_tokens: int, batch_size: int = 32, desc: str = "",
            constrain_boxes: bool = True) -> list[str]:
     """Greedy answers to each sample's first user turn, batched; boxes kept to the grammar as the API
     decodes them unless `constrain_boxes` is False."""
     out: list[str] = []
-    tok = vi.processor.tokenizer
     for i in tqdm(range(0, len(samples), batch_size), desc=desc, leave=False, disable=len(samples) <= batch_size):
         chunk = samples[i : i + batch_size]
-        texts = [vi.processor.apply_chat_template([m for m in s.messages if m["role"] != "assistant"][:1]) for s in chunk]
-        images = [p for s in chunk for p in s.images]
-        inputs = vi.processor(texts, images).to(vi.device)
-        with torch.inference_mode():
-            options = vi.generation_kwargs(max_new_tokens=max_new_tokens, do_sample=False, constrain_boxes=constrain_boxes)
-            ids = vi.model.generate(**inputs, **options)
-        out += [t.strip() for t in tok.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
+        conversations = [[m for m in s.messages if m["role"] != "assistant"][:1] for s in chunk]
+        images = [gen.processor.load(p) for s in chunk for p in s.images]
+        out += gen.generate(images, conversations, max_new_tokens=max_new_tokens, do_sample=False,
+                            constrain_boxes=constrain_boxes)
     return out
 
 
@@ -49,12 +46,12 @@ def image_size(sample: Sample) -> tuple[int, int]:
 class Answers:
     """How a task's answers are decoded: `answers(samples, task)` → the model's texts."""
 
-    vi: SphinxVi
+    gen: Generator
     batch_size: int = 32
     constrain_boxes: bool = True
 
     def __call__(self, samples: list[Sample], task: str) -> list[str]:
-        return answer(self.vi, samples, MAX_NEW_TOKENS[task], self.batch_size, task, self.constrain_boxes)
+        return answer(self.gen, samples, MAX_NEW_TOKENS[task], self.batch_size, task, self.constrain_boxes)
 
 
 def load_task(data: Path, task: str, limit: int | None) -> list[Sample]:
@@ -114,22 +111,22 @@ def eval_vqa(samples: list[Sample], ask: Answers) -> dict[str, Any]:
     return {"vqa_acc": M.vqa_accuracy(answers, gts), "vqa_acc_baseline": M.vqa_majority_baseline(questions, gts), "vqa_n": len(samples)}
 
 
-def _answer_loss(vi: SphinxVi, samples: list[Sample], bs: int = 16) -> float:
+def _answer_loss(gen: Generator, samples: list[Sample], bs: int = 16) -> float:
     """Mean per-token loss on the labelled tokens of text-only samples (no image)."""
-    enc = SampleEncoder(vi.processor)
+    enc = SampleEncoder(gen.processor)
     total = count = 0.0
     for i in range(0, len(samples), bs):
-        batch = collate([enc(s) for s in samples[i : i + bs]], vi.processor.tokenizer.pad_token_id)
+        batch = collate([enc(s) for s in samples[i : i + bs]], gen.processor.tokenizer.pad_token_id)
         with torch.inference_mode():
-            logits = vi.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = gen.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"][:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
         total += float(loss)
-        count += float((labels != -100).sum())
+        count += float((labels != IGNORE_INDEX).sum())
     return total / max(count, 1.0)
 
 
-def text_loss(vi: SphinxVi, data: Path, limit: int | None, bs: int = 16) -> dict[str, Any]:
+def text_loss(gen: Generator, data: Path, limit: int | None, bs: int = 16) -> dict[str, Any]:
     """Held-out text-only losses per token: plain paragraphs (stage 1's language modelling; does the LLM
     still write text?) and the answers of text instructions (what stage 2 trains on)."""
     out: dict[str, Any] = {}
@@ -137,14 +134,14 @@ def text_loss(vi: SphinxVi, data: Path, limit: int | None, bs: int = 16) -> dict
         path = data / "text" / name
         if path.exists():
             samples = load_text(path).samples[: limit or None]
-            out.update({f"{key}_loss": _answer_loss(vi, samples, bs), f"{key}_n": len(samples)})
+            out.update({f"{key}_loss": _answer_loss(gen, samples, bs), f"{key}_n": len(samples)})
     return out
 
 
 TASKS = {"rec": eval_rec, "detection": eval_detection, "keypoints": eval_keypoints, "vqa": eval_vqa}
 
 
-def evaluate(vi: SphinxVi, data: str | Path, limit: int | None = None, tasks: list[str] | None = None, batch_size: int = 32,
+def evaluate(gen: Generator, data: str | Path, limit: int | None = None, tasks: list[str] | None = None, batch_size: int = 32,
              constrain_boxes: bool = True) -> dict[str, Any]:
     """Score every task (or `tasks`) on `data`'s first `limit` samples each; greedy answers, boxes kept to
     the grammar unless `constrain_boxes` is False (the report says which: `box_grammar`)."""
@@ -152,12 +149,12 @@ def evaluate(vi: SphinxVi, data: str | Path, limit: int | None = None, tasks: li
     if not (data / "llava").is_dir():
         raise FileNotFoundError(f"{data}: no llava/ folder (make a held-out set: python -m sphinx_vi.data synth --out {data} --seed 1)")
     report: dict[str, Any] = {"box_grammar": constrain_boxes}
-    ask = Answers(vi, batch_size, constrain_boxes)
+    ask = Answers(gen, batch_size, constrain_boxes)
     for task in tasks or list(TASKS):
         samples = load_task(data, task, limit)
         if samples:
             report.update(TASKS[task](samples, ask))
-    report.update(text_loss(vi, data, limit))
+    report.update(text_loss(gen, data, limit))
     return report
 
 

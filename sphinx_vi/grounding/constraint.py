@@ -2,7 +2,7 @@
 
 A small model sometimes drifts out of a box it has started, e.g. copying the question's phrase
 into it (`[0.26,0.29,0.5 purple rectangle..4]`), or writes coordinate characters in an order the
-parser cannot read (`[0.47,0.2,,0.09,0.55]`). Between a `[` and its `]` the grammar (DESIGN §4)
+parser cannot read (`[0.47,0.2,,0.09,0.55]`). Between a `[` and its `]` the grammar
 only ever holds groups of 2 (a point) or 4 (a box) numbers in [0, 1], separated by `,`, groups
 separated by `;`. A small character automaton follows that grammar, so a logits processor can
 forbid every token that would break it and lose nothing the grammar allows. Outside boxes the model

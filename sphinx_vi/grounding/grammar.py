@@ -1,6 +1,6 @@
 """The grounding text grammar: write boxes and keypoints as text, and read them back.
 
-Grammar (DESIGN §4): coordinates are fractions of the padded square, `precision` decimals.
+Grammar: coordinates are fractions of the padded square, `precision` decimals.
 
     <p>người đàn ông</p> [0.45,0.20,0.63,0.74]          one box
     <p>quả táo</p> [0.10,0.10,0.20,0.20;0.50,0.50,0.60,0.60]   several boxes

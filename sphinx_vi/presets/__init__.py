@@ -12,7 +12,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from ..text.tokenizer import IMAGE_TOKEN, TINY_TOKENIZER, load_tokenizer
+from ..text.tokenizer import TINY_TOKENIZER, load_tokenizer
+from ..text.tokens import IMAGE_TOKEN
 
 
 def list_presets() -> list[str]:

@@ -14,8 +14,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .corpus import training_corpus
+from .tokens import IMAGE_TOKEN
 
-IMAGE_TOKEN = "<image>"
 TINY_TOKENIZER = "builtin:tiny"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
 TINY_VOCAB_SIZE = 3000  # enough for common Vietnamese syllables; the tiny LLM's embedding stays small

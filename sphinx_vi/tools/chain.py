@@ -12,7 +12,6 @@ from PIL import Image
 from ..api import SphinxVi
 from ..grounding import Detection
 from ..images import ImageInput
-from ..prompts import task_prompt
 from .inpaint import EditSettings, Inpainter, union_mask
 from .masks import Segmenter
 
@@ -45,7 +44,7 @@ def run_chain(
     timings: dict[str, float] = {}
     img = vi.processor.load(image)
     t = time.perf_counter()
-    answer = vi.ask(img, task_prompt("detect", lang, category=query))
+    answer = vi.answer(img, "detect", lang, category=query)
     timings["detect"] = time.perf_counter() - t
     boxed = [d for d in answer.detections if d.box is not None]
     t = time.perf_counter()

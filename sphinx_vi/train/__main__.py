@@ -1,4 +1,4 @@
-"""`python -m sphinx_vi.train stage1 | stage2 | merge | towers` — see `--help` of each."""
+"""`python -m sphinx_vi.train stage1 | stage2 | merge` — see `--help` of each (stage 0: `python -m sphinx_vi.experiments.towers`)."""
 
 from __future__ import annotations
 
@@ -23,22 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--data", default=None, help="accepted for symmetry with the stages; unused")
     m.add_argument("--max-steps", default=None, help="accepted for symmetry; unused")
     m.add_argument("--seed", default=None, help="accepted for symmetry; unused")
-    t = sub.add_parser("towers", help="stage 0 for random-init towers: dense colour/kind/box-digit labels from the synthetic world")
-    t.add_argument("--out", required=True)
-    t.add_argument("--model", default="tiny-shapes")
-    t.add_argument("--init-seed", type=int, default=0)
-    t.add_argument("--max-steps", type=int, default=600)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--data", default=None, help="accepted for symmetry; scenes are drawn on the fly")
     args, unknown = p.parse_known_args(argv)
     if unknown:
         import difflib
 
-        from .config import FIELDS
+        from .config import FIELDS, flag
 
-        flags = [f"--{name.replace('_', '-')}" for name in FIELDS]
+        flags = [flag(name) for name in FIELDS]
         for flag in unknown:
             if flag.startswith("--"):
                 near = difflib.get_close_matches(flag.split("=")[0], flags, n=3, cutoff=0.5)
@@ -52,13 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     from .recipes import DataDirError, stage1, stage2
 
     try:
-        if args.command == "towers":
-            from .towers import TowerPretrainConfig, pretrain_towers
-
-            cfg0 = TowerPretrainConfig(model=args.model, init_seed=args.init_seed, steps=args.max_steps,
-                                       batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-            print(f"model with pretrained towers: {pretrain_towers(cfg0, args.out)}")
-            return 0
         if args.command == "merge":
             print(f"merged model: {merge(args.real, args.synthetic, args.beta, args.out)}")
             return 0

@@ -1,7 +1,8 @@
 """Typed training configuration: one dataclass, loaded from YAML, overridable from the command line.
 
 Every field carries its documentation in `metadata["help"]`; `python -m sphinx_vi.train stage1 --help`
-prints them. Unknown or mistyped fields are refused with the closest valid names.
+prints them. Nested configs (`guides.box`) are YAML mappings or dotted names (`--guides.box.weight 1`).
+Unknown or mistyped fields are refused with the closest valid names.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import difflib
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,9 +21,59 @@ PART_NAMES = ("projector", "llm", "llm_lora", "vision", "lm_head")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A documented field; a list or dict default is copied per instance, a dataclass type is built per instance."""
+    if isinstance(default, type) and is_dataclass(default):
+        return field(default_factory=default, metadata={"help": help}, **kw)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class BoxGuideConfig:
+    """Box-guided attention: guided heads of tokens that answer about one box attend to the visual tokens inside it."""
+
+    weight: float = _f(0.0, "loss weight; 0 = off")
+    layers: list[int] = _f([1, 2], "LLM layers (0-based, negative from the end) whose heads are guided")
+    heads: int = _f(1, "how many heads (the first ones) of each guided layer are guided")
+    lead_weight: float = _f(1.0, "weight of the positions that predict a box's or point's lead (its opening and "
+                                 "first number, where the object is chosen) against the rest")
+
+    def __post_init__(self) -> None:
+        _check_guide(self, "box")
+        if self.lead_weight <= 0:
+            raise ValueError(f"guides.box.lead_weight must be > 0, got {self.lead_weight}")
+
+
+@dataclass
+class PhraseGuideConfig:
+    """Phrase-guided attention: at the positions that choose a box, guided heads read the whole phrase it grounds."""
+
+    weight: float = _f(0.0, "loss weight; 0 = off")
+    layers: list[int] = _f([0], "LLM layers whose heads read the phrase (before the box-guided layers)")
+    heads: int = _f(1, "how many heads (the first ones) of each phrase-guided layer are guided")
+
+    def __post_init__(self) -> None:
+        _check_guide(self, "phrase")
+
+
+def _check_guide(guide: BoxGuideConfig | PhraseGuideConfig, name: str) -> None:
+    if guide.weight < 0:
+        raise ValueError(f"guides.{name}.weight is a loss weight, must be >= 0, got {guide.weight}")
+    if guide.heads < 1:
+        raise ValueError(f"guides.{name}.heads must be >= 1, got {guide.heads}")
+
+
+@dataclass
+class GuidesConfig:
+    """The attention guides a run trains with (sphinx_vi/guidance)."""
+
+    box: BoxGuideConfig = _f(BoxGuideConfig, "box-guided attention (REC boxes, detection lists, keypoints, REG)")
+    phrase: PhraseGuideConfig = _f(PhraseGuideConfig, "phrase-guided attention (REC expression, category, <p>..</p>)")
+
+    def active(self) -> list[tuple[str, BoxGuideConfig | PhraseGuideConfig]]:
+        """(name, config) of every guide with a positive weight."""
+        return [(name, g) for name, g in (("box", self.box), ("phrase", self.phrase)) if g.weight > 0]
 
 
 @dataclass
@@ -69,17 +120,8 @@ class TrainConfig:
     lora_alpha: float | None = _f(None, "LoRA alpha; default 2·rank")
     lora_targets: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "LLM modules LoRA wraps")
     qlora: bool = _f(False, "load the LLM in 4-bit NF4 (needs CUDA and bitsandbytes) and train LoRA on it")
-    box_attention: float = _f(0.0, "weight of box-guided attention (sphinx_vi/train/box_attention.py): guided heads of "
-                                   "tokens that answer about one box are trained to attend to the visual tokens inside it; 0 = off")
-    box_attention_layers: list[int] = _f([1, 2], "LLM layers (0-based, negative from the end) whose heads are guided")
-    box_attention_heads: int = _f(1, "how many heads (the first ones) of each guided layer are guided")
-    box_attention_lead_weight: float = _f(1.0, "weight of the positions that predict a box's or point's lead (its "
-                                                "opening and first number, where the object is chosen) against the rest")
-    phrase_attention: float = _f(0.0, "weight of phrase-guided attention (sphinx_vi/train/box_attention.py): at the "
-                                      "positions that choose a box, guided heads are trained to read the whole phrase "
-                                      "it grounds (REC expression, detection category, <p>..</p>); 0 = off")
-    phrase_attention_layers: list[int] = _f([0], "LLM layers whose heads read the phrase (before the box-guided layers)")
-    phrase_attention_heads: int = _f(1, "how many heads (the first ones) of each phrase-guided layer are guided")
+    guides: GuidesConfig = _f(GuidesConfig, "guided attention, an auxiliary loss per guide "
+                              "(sphinx_vi/guidance): `guides.box` and `guides.phrase`, each off at weight 0")
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in backward to save memory")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f("auto", "auto = bf16 on a GPU that supports it, fp32 on the CPU")
     # --- bookkeeping ---
@@ -94,12 +136,10 @@ class TrainConfig:
             raise ValueError(f"unknown trainable part(s) {bad}; choose from {', '.join(PART_NAMES)}")
         if "llm" in self.trainable and "llm_lora" in self.trainable:
             raise ValueError("choose 'llm' (full) or 'llm_lora', not both")
-        for name in ("box_attention", "phrase_attention"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} is a loss weight, must be >= 0, got {getattr(self, name)}")
-            if getattr(self, name) > 0 and self.gradient_checkpointing:
-                raise ValueError(f"{name} recomputes attention from activations that gradient_checkpointing discards: "
-                                 "turn one of them off")
+        for name, guide in self.guides.active():
+            if self.gradient_checkpointing:
+                raise ValueError(f"guides.{name} recomputes attention from activations that gradient_checkpointing "
+                                 "discards: turn one of them off")
         if self.qlora and "llm_lora" not in self.trainable:
             raise ValueError("qlora trains LoRA adapters: add 'llm_lora' to trainable")
         for name in ("max_steps", "batch_size", "grad_accum", "reference_batch", "turns_per_image"):
@@ -114,7 +154,25 @@ class TrainConfig:
         return asdict(self)
 
 
-FIELDS = {f.name: f for f in fields(TrainConfig)}
+def _nested(f: Field, owner: type) -> type | None:
+    """The dataclass type of a nested-config field, else None."""
+    hint = typing.get_type_hints(owner)[f.name]
+    return hint if isinstance(hint, type) and is_dataclass(hint) else None
+
+
+def _leaves(cls: type, prefix: str = "") -> dict[str, tuple[type, Field]]:
+    """Every settable field, by its dotted name (`lr`, `guides.box.weight`), with the dataclass that owns it."""
+    out: dict[str, tuple[type, Field]] = {}
+    for f in fields(cls):
+        inner = _nested(f, cls)
+        if inner is not None:
+            out.update(_leaves(inner, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (cls, f)
+    return out
+
+
+FIELDS = _leaves(TrainConfig)  # dotted name → (owner, field)
 
 
 def _closest(name: str) -> str:
@@ -123,8 +181,9 @@ def _closest(name: str) -> str:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """YAML/CLI value → the field's type (with a clear error)."""
-    hint = typing.get_type_hints(TrainConfig)[name]
+    """YAML/CLI value of dotted field `name` → the field's type (with a clear error)."""
+    owner, f = FIELDS[name]
+    hint = typing.get_type_hints(owner)[f.name]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     optional = origin in (typing.Union, types.UnionType) and type(None) in args
     if optional:
@@ -157,9 +216,32 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError(f"config field {name!r}: cannot use {value!r} ({err})") from None
 
 
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"guides": {"box": {"weight": 1}}} → {"guides.box.weight": 1}; leaf dicts (`mixture`) stay whole."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name not in FIELDS and any(n.startswith(name + ".") for n in FIELDS):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        inner = _nested(f, cls)
+        if inner is not None:
+            kwargs[f.name] = _build(inner, values, f"{prefix}{f.name}.")
+        elif f"{prefix}{f.name}" in values:
+            kwargs[f.name] = _coerce(f"{prefix}{f.name}", values[f"{prefix}{f.name}"])
+    return cls(**kwargs)
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, **defaults: Any) -> TrainConfig:
-    """YAML file (may be None) → TrainConfig, then `overrides` (e.g. from the CLI) on top."""
-    data: dict[str, Any] = dict(defaults)
+    """YAML file (may be None) → TrainConfig, then `overrides` (e.g. from the CLI, dotted names) on top."""
+    data: dict[str, Any] = _flatten(dict(defaults))
     if path is not None:
         path = Path(path)
         if not path.exists():
@@ -167,21 +249,26 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config {path}: expected a mapping of field: value")
-        data.update(loaded)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        data.update(_flatten(loaded))
+    data.update(_flatten({k: v for k, v in (overrides or {}).items() if v is not None}))
     for name in data:
         if name not in FIELDS:
             raise ValueError(f"unknown config field {name!r}{_closest(name)}")
-    return TrainConfig(**{k: _coerce(k, v) for k, v in data.items()})
+    return _build(TrainConfig, data)
+
+
+def flag(name: str) -> str:
+    """The command-line option of dotted field `name`: `--max-steps`, `--guides.box.weight`."""
+    return "--" + name.replace("_", "-")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One `--field-name` option per config field, documented from the dataclass."""
-    for f in fields(TrainConfig):
-        if f.name == "stage":
+    """One option per settable field (dotted for nested ones), documented from the dataclasses."""
+    for name, (owner, f) in FIELDS.items():
+        if name == "stage":
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V",
+        parser.add_argument(flag(name), dest=name, default=None, metavar="V",
                             help=f"{f.metadata['help']} (default: {default})")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..api import SphinxVi
+from ..factory import load_checkpoint, save_checkpoint
 from .lineage import read_lineage, write_lineage
 
 
@@ -33,8 +33,8 @@ def merge(real: str | Path, synthetic: str | Path, beta: float, out: str | Path)
             f"{real} and {synthetic} started from different base weights ({la['base'][:12]} vs {lb['base'][:12]}); "
             "run both stage-1 jobs from the same preset and init_seed (or the same --init)"
         )
-    a, b = SphinxVi.from_pretrained(real), SphinxVi.from_pretrained(synthetic)
-    sa, sb = a.model.state_dict(), b.model.state_dict()
+    (model, processor), (other, _) = load_checkpoint(real), load_checkpoint(synthetic)
+    sa, sb = model.state_dict(), other.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         raise LineageMismatchError(f"{real} and {synthetic} have different architectures")
     merged = {}
@@ -44,11 +44,11 @@ def merge(real: str | Path, synthetic: str | Path, beta: float, out: str | Path)
         else:
             merged[k] = sa[k]
     with torch.no_grad():
-        a.model.load_state_dict(merged)
+        model.load_state_dict(merged)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    a.save_pretrained(tmp)
+    save_checkpoint(tmp, model, processor)
     write_lineage(tmp, base=la["base"], stage="merge", beta=beta, parents=[str(real), str(synthetic)])
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)

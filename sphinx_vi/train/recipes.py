@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from ..api import SphinxVi
 from ..data import EncodedDataset, Sample, SampleEncoder, mix
 from ..data.formats import load_captions, load_llava, load_text
 from ..data.samples import LoadResult
 from ..data.turns import join_turns
+from ..factory import LoadedModel, build_from_preset, load_checkpoint
 from .config import TrainConfig
 from .lineage import fingerprint, read_lineage
 from .loop import Stream, fit
@@ -38,18 +38,18 @@ def _checked(result: LoadResult, cfg: TrainConfig) -> list[Sample]:
     return result.samples
 
 
-def load_start(cfg: TrainConfig) -> tuple[SphinxVi, dict]:
+def load_start(cfg: TrainConfig) -> tuple[LoadedModel, dict]:
     """The model a run starts from, and its lineage (the fingerprint of the base weights)."""
     if cfg.init:
         init = Path(cfg.init)
         if not (init / "config.json").exists() or not any(init.glob("*.safetensors")):
             raise FileNotFoundError(f"--init {cfg.init!r} is not a sphinx_vi checkpoint (needs config.json and *.safetensors)")
-        vi = SphinxVi.from_pretrained(init)
+        start = load_checkpoint(init)
         lineage = read_lineage(init)
-        base = lineage.get("base") or fingerprint(vi.model)
-        return vi, {"base": base, "init": str(init), "parents": lineage.get("parents", [])}
-    vi = SphinxVi.from_preset(cfg.model, seed=cfg.init_seed)
-    return vi, {"base": fingerprint(vi.model), "init": f"preset:{cfg.model}@{cfg.init_seed}"}
+        base = lineage.get("base") or fingerprint(start.model)
+        return start, {"base": base, "init": str(init), "parents": lineage.get("parents", [])}
+    start = build_from_preset(cfg.model, seed=cfg.init_seed)
+    return start, {"base": fingerprint(start.model), "init": f"preset:{cfg.model}@{cfg.init_seed}"}
 
 
 def _stream(name: str, samples: list[Sample], encoder: SampleEncoder, batch: int, weight: float, cfg: TrainConfig) -> Stream:
@@ -67,14 +67,14 @@ def stage1(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     """Alignment: caption data (real or synthetic style) plus, in every step, a text-only batch."""
     data = Path(cfg.data)
     captions = _checked(load_captions(_require(data / "captions" / f"{cfg.captions}.jsonl", "captions", cfg)), cfg)
-    vi, lineage = load_start(cfg)
-    encoder = SampleEncoder(vi.processor, cfg.max_length)
+    (model, processor), lineage = load_start(cfg)
+    encoder = SampleEncoder(processor, cfg.max_length)
     streams = []
     if cfg.text_loss_weight > 0:
         text = _checked(load_text(_require(data / "text" / "paragraphs.jsonl", "text-only data", cfg)), cfg)
         streams.append(_stream("text", text, encoder, cfg.text_batch_size, cfg.text_loss_weight, cfg))
     streams.append(_stream("caption", captions, encoder, cfg.batch_size, 1.0, cfg))  # uses every part: last
-    return fit(cfg, vi.model, vi.processor, streams, {**lineage, "captions": cfg.captions}, stop_after)
+    return fit(cfg, model, processor, streams, {**lineage, "captions": cfg.captions}, stop_after)
 
 
 def stage2_samples(cfg: TrainConfig, encoder: SampleEncoder | None = None) -> list[Sample]:
@@ -97,8 +97,8 @@ def stage2_samples(cfg: TrainConfig, encoder: SampleEncoder | None = None) -> li
 
 def stage2(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     """Instruction tuning on a weighted task mixture plus text-only instructions; loss on answers only."""
-    vi, lineage = load_start(cfg)
-    encoder = SampleEncoder(vi.processor, cfg.max_length)
+    (model, processor), lineage = load_start(cfg)
+    encoder = SampleEncoder(processor, cfg.max_length)
     samples = stage2_samples(cfg, encoder)
     stream = _stream("mixture", samples, encoder, cfg.batch_size, 1.0, cfg)
-    return fit(cfg, vi.model, vi.processor, [stream], lineage, stop_after)
+    return fit(cfg, model, processor, [stream], lineage, stop_after)

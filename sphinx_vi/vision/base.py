@@ -78,6 +78,15 @@ class VisionBackend(nn.Module, ABC):
     def trainable(self) -> bool:
         return self.spec.trainable
 
+    def adapters(self) -> list[nn.Module]:
+        """Layers this backend adds to its pretrained tower (always trained, never frozen with it)."""
+        return []
+
+    def tower_parameters(self) -> list[nn.Parameter]:
+        """The pretrained tower's parameters: everything but `adapters()`."""
+        adapter_ids = {id(p) for m in self.adapters() for p in m.parameters()}
+        return [p for p in self.parameters() if id(p) not in adapter_ids]
+
     def freeze_tower(self, tower: nn.Module) -> None:
         tower.requires_grad_(self.trainable)
 

@@ -1,4 +1,4 @@
-"""The mixed visual encoder: several towers → one token grid → LLM-width tokens per view (DESIGN §2)."""
+"""The mixed visual encoder: several towers → one token grid → LLM-width tokens per view, in `VisualTokenLayout` order."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from ..views import ViewConfig
 from .base import BACKENDS, EncoderSpec, GridFeatures, VisionBackend
+from .layout import VisualTokenLayout
 from .qformer import QFormer
 
 
@@ -44,19 +45,15 @@ class VisionConfig:
         return next((e for e in self.encoders if e.backend == "qformer"), None)
 
     @property
-    def num_views(self) -> int:
-        return 1 if self.views_grid == 1 else 1 + self.views_grid**2
+    def view_config(self) -> ViewConfig:
+        return ViewConfig(grid=self.views_grid, resolution=self.resolution)
 
     @property
-    def tokens_per_view(self) -> int:
-        """[begin] + Q-Former queries + [cls] + G² grid tokens (G²/4 merged) + [end]."""
+    def layout(self) -> VisualTokenLayout:
+        """The per-view token order and counts this configuration produces."""
         queries = self.qformer_spec.num_queries if self.qformer_spec is not None else 0
-        grid = self.grid_size**2 // (4 if self.merge_2x2 else 1)
-        return 2 * self.image_markers + queries + self.cls_token + grid
-
-    @property
-    def tokens_per_image(self) -> int:
-        return self.num_views * self.tokens_per_view
+        return VisualTokenLayout(views=self.view_config, grid=self.grid_size // (2 if self.merge_2x2 else 1),
+                                 queries=queries, cls=self.cls_token, markers=self.image_markers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,34 +85,13 @@ def build_backend(spec: EncoderSpec, *, load_weights: bool = False, allow_downlo
     return BACKENDS[spec.backend].build(spec, load_weights=load_weights, allow_download=allow_download)
 
 
-def grid_cell_boxes(config: VisionConfig) -> torch.Tensor:
-    """(V, g², 4): the square (x1, y1, x2, y2) each grid token covers on the padded square, in
-    normalised coordinates (the frame the text grammar writes); g = G, or G/2 after the 2×2 merge."""
-    g = config.grid_size // (2 if config.merge_2x2 else 1)
-    edges = torch.arange(g, dtype=torch.float32) / g  # (g,) left/top edge of each cell in its view
-    ys, xs = torch.meshgrid(edges, edges, indexing="ij")  # (g, g)
-    out = []
-    for x0, y0, span in ViewConfig(grid=config.views_grid, resolution=config.resolution).frames:
-        x1, y1 = (x0 + span * xs).reshape(-1), (y0 + span * ys).reshape(-1)  # (g²,)
-        out.append(torch.stack([x1, y1, x1 + span / g, y1 + span / g], dim=-1))  # (g², 4)
-    return torch.stack(out)  # (V, g², 4)
-
-
-def visual_token_boxes(config: VisionConfig) -> torch.Tensor:
-    """(V·T, 4): the box every visual token of one image covers, NaN for tokens that cover no cell
-    (begin/end markers, Q-Former queries, cls). Rows follow the encoder's output order."""
-    cells = grid_cell_boxes(config)  # (V, g², 4)
-    V, cells_per_view = cells.shape[:2]
-    out = torch.full((V, config.tokens_per_view, 4), float("nan"))
-    first = int(config.image_markers) + (config.qformer_spec.num_queries if config.qformer_spec else 0) + int(config.cls_token)
-    out[:, first : first + cells_per_view] = cells
-    return out.reshape(V * config.tokens_per_view, 4)
-
-
 class MixedVisionEncoder(nn.Module):
-    """Views (N, V, 3, R, R) in [0, 1] → visual tokens (N, V·T, D), T = tokens per view.
+    """Views (N, V, 3, R, R) in [0, 1] → visual tokens (N, V·T, D), T = `layout.tokens_per_view`.
 
-    Per view: [begin] [Q-Former queries] [cls] [G² grid tokens (or G²/4 merged)] [end].
+    Its parameters are of two kinds: the *towers* (the encoders and the Q-Former, pretrained and
+    frozen by default) and the *adapters* this module adds around them (the projectors, the
+    position map, the begin/end embeddings and each tower's own adapters, such as the Q-Former's
+    source Linear), always trained with the projector.
     """
 
     def __init__(self, config: VisionConfig, backends: list[VisionBackend], llm_width: int) -> None:
@@ -123,6 +99,7 @@ class MixedVisionEncoder(nn.Module):
         if config.merge_2x2 and config.grid_size % 2:
             raise ValueError(f"merge_2x2 needs an even grid_size, got {config.grid_size}")
         self.config = config
+        self.layout = config.layout
         self.grid_size = config.grid_size
         self.merge_2x2 = config.merge_2x2
         grid_backends = [b for b in backends if b.produces_grid]
@@ -153,12 +130,7 @@ class MixedVisionEncoder(nn.Module):
 
     def reset_parameters(self) -> None:
         """Initialise the layers this module owns (the towers initialise themselves)."""
-        heads = [self.projector] + ([self.qformer_projector] if self.qformer is not None else [])
-        if self.position_proj is not None:
-            heads.append(self.position_proj)
-        if self.qformer is not None and isinstance(self.qformer.source_proj, nn.Linear):
-            heads.append(self.qformer.source_proj)
-        for head in heads:
+        for head in self._adapter_modules():
             for m in head.modules():
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=0.02)
@@ -170,25 +142,39 @@ class MixedVisionEncoder(nn.Module):
         nn.init.normal_(self.image_end, std=0.02)
 
     @property
-    def tokens_per_view(self) -> int:
-        return self.config.tokens_per_view
+    def towers(self) -> list[VisionBackend]:
+        """Every pretrained tower: the grid encoders, then the Q-Former if there is one."""
+        return [*self.encoders.values()] + ([self.qformer] if self.qformer is not None else [])
+
+    def _adapter_modules(self) -> list[nn.Module]:
+        modules: list[nn.Module] = [self.projector]
+        if self.qformer is not None:
+            modules.append(self.qformer_projector)
+        if self.position_proj is not None:
+            modules.append(self.position_proj)
+        return modules + [m for tower in self.towers for m in tower.adapters()]
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """The layers this module adds around the towers: projectors, position map, begin/end, tower adapters."""
+        return [p for m in self._adapter_modules() for p in m.parameters()] + [self.image_begin, self.image_end]
+
+    def tower_parameters(self) -> list[nn.Parameter]:
+        """The towers' own (pretrained) parameters, their adapters excluded."""
+        return [p for tower in self.towers for p in tower.tower_parameters()]
 
     def set_towers_trainable(self, trainable: bool) -> None:
-        """Unfreeze (or freeze) every tower, Q-Former included; its train/eval mode follows."""
-        towers = [*self.encoders.values()] + ([self.qformer] if self.qformer is not None else [])
-        for tower in towers:
+        """Unfreeze (or freeze) every tower, Q-Former included; its train/eval mode follows. Adapters are untouched."""
+        for tower in self.towers:
             tower.spec.trainable = trainable
-            for name, p in tower.named_parameters():
-                if not name.startswith("source_proj"):
-                    p.requires_grad_(trainable)
+        for p in self.tower_parameters():
+            p.requires_grad_(trainable)
 
-    @staticmethod
-    def _fourier_positions(config: VisionConfig) -> torch.Tensor:
-        """(V, g², 4F): sin/cos of x and y at F octaves of every grid token's centre (`grid_cell_boxes`)."""
-        boxes = grid_cell_boxes(config)  # (V, g², 4)
+    def _fourier_positions(self) -> torch.Tensor:
+        """(V, g², 4F): sin/cos of x and y at F octaves of every grid token's centre (`layout.cell_boxes`)."""
+        boxes = self.layout.cell_boxes()  # (V, g², 4)
         x = ((boxes[..., 0] + boxes[..., 2]) / 2).unsqueeze(-1)  # (V, g², 1)
         y = ((boxes[..., 1] + boxes[..., 3]) / 2).unsqueeze(-1)
-        freqs = torch.pi * 2.0 ** torch.arange(config.position_features, dtype=torch.float32)  # (F,)
+        freqs = torch.pi * 2.0 ** torch.arange(self.config.position_features, dtype=torch.float32)  # (F,)
         x, y = x * freqs, y * freqs  # (V, g², F)
         return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)  # (V, g², 4F)
 
@@ -218,23 +204,16 @@ class MixedVisionEncoder(nn.Module):
         tokens = torch.cat(list(per_encoder.values()), dim=-1)  # (N·V, 1 + G², ΣC)
         if self.merge_2x2:
             tokens = self._merge(tokens)  # (N·V, 1 + G²/4, 4ΣC)
-        grid_tokens = self.projector(tokens)  # (N·V, T_grid, D)
+        projected = self.projector(tokens)  # (N·V, 1 + g², D)
+        cls, grid = projected[:, :1], projected[:, 1:]  # (N·V, 1, D), (N·V, g², D)
         if self.position_proj is not None:
             # computed per call (a few KB), not a buffer: buffers built on the meta device by
             # `from_pretrained` would hold garbage
-            fourier = self._fourier_positions(self.config).to(grid_tokens.device, grid_tokens.dtype)
-            pos = self.position_proj(fourier)  # (V, g², D)
-            pos = pos.repeat(N, 1, 1)  # (N·V, g², D), views in image-major order like `views`
-            grid_tokens = torch.cat([grid_tokens[:, :1], grid_tokens[:, 1:] + pos], dim=1)  # cls has no position
-        parts = [grid_tokens]
-        if not self.config.cls_token:
-            parts = [grid_tokens[:, 1:]]  # (N·V, g², D)
+            fourier = self._fourier_positions().to(grid.device, grid.dtype)
+            grid = grid + self.position_proj(fourier).repeat(N, 1, 1)  # (N·V, g², D), views image-major like `views`
+        queries = None
         if self.qformer is not None:
-            queries = self.qformer(per_encoder[self.qformer.spec.source])  # (N·V, Q, H)
-            parts.insert(0, self.qformer_projector(queries))  # queries come first in each view
-        if self.config.image_markers:
-            B, D = views.shape[0], parts[0].shape[-1]
-            parts = [self.image_begin.view(1, 1, D).expand(B, 1, D), *parts, self.image_end.view(1, 1, D).expand(B, 1, D)]
-        per_view = torch.cat(parts, dim=1)  # (N·V, T, D)
+            queries = self.qformer_projector(self.qformer(per_encoder[self.qformer.spec.source]))  # (N·V, Q, D)
+        markers = (self.image_begin, self.image_end) if self.layout.markers else (None, None)
+        per_view = self.layout.assemble(grid, cls if self.layout.cls else None, queries, *markers)  # (N·V, T, D)
         return per_view.reshape(N, V * per_view.shape[1], per_view.shape[-1])  # (N, V·T, D)
-

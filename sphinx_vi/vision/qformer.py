@@ -78,6 +78,9 @@ class QFormer(VisionBackend):
     def architecture(self) -> dict[str, Any]:
         return self.model.config.to_diff_dict()
 
+    def adapters(self) -> list[nn.Module]:
+        return [self.source_proj]
+
     def train(self, mode: bool = True) -> "QFormer":
         super().train(mode)
         self.source_proj.train(mode)  # new, always-trained layer

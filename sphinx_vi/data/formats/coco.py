@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 
 from ...grounding import COCO_KEYPOINTS, format_box, format_boxes, format_point
 from ...prompts import task_prompt
-from ...text.tokenizer import IMAGE_TOKEN
+from ...text.tokens import IMAGE_TOKEN
 from ..samples import LoadReport, LoadResult, Sample
 from .common import check_image
 

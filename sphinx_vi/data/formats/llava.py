@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...text.tokenizer import IMAGE_TOKEN
+from ...text.tokens import IMAGE_TOKEN
 from ..samples import LoadReport, LoadResult, Sample
 from .common import ROLE, answer_problem, check_image, iter_json_rows
 

@@ -1,4 +1,4 @@
-"""Write the synthetic world to disk in the formats real data comes in (DESIGN §6).
+"""Write the synthetic world to disk in the formats real data comes in (docs/ARCHITECTURE.md, "Data").
 
     DIR/images/000001.png
     DIR/llava/{rec,reg,detection,vqa,keypoints,ocr,chart,grounded_caption}.json   LLaVA conversations
@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from ...grounding.keypoints import COCO_KEYPOINTS, COCO_SKELETON
-from ...text.tokenizer import IMAGE_TOKEN
+from ...text.tokens import IMAGE_TOKEN
 from . import tasks as T
 from .glyphs import draw_chart, draw_words
 from .language import KINDS, LANGS

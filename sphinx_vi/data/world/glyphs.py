@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
-from functools import lru_cache
 
-import matplotlib
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from ...fonts import font
 from .language import CHART_LABELS_EN, CHART_LABELS_VI, WORDS
-
-
-@lru_cache(maxsize=None)
-def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans (shipped with matplotlib; covers Vietnamese diacritics)."""
-    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", name), size)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Proof that the whole pipeline learns, on a CPU, from scratch:
 
-    python -m sphinx_vi.train.learn --out reports/learning
+    python -m sphinx_vi.experiments.learn --out reports/learning
 
 synthetic world (train seed 0, held-out seed 1) → stage 0 (the random-init towers learn to name
 colour, kind and box digits under every grid token; the base both stage-1 runs share) → stage 1 on
@@ -23,13 +23,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..api import SphinxVi
 from ..data.world.generate import synthesize
 from ..eval.gallery import draw_rec_gallery
 from ..eval.runner import evaluate, format_report
-from .config import load_config
-from .merge import merge
-from .recipes import stage1, stage2
+from ..factory import EMBEDDED_MODELS, load_checkpoint
+from ..generation import Generator
+from ..train.config import load_config
+from ..train.merge import merge
+from ..train.recipes import stage1, stage2
 from .towers import TowerPretrainConfig, pretrain_towers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,17 +41,21 @@ def _config(name: str, **overrides):
     return load_config(CONFIGS / name, overrides)
 
 
+def _generator(checkpoint: Path) -> Generator:
+    return Generator(*load_checkpoint(checkpoint))
+
+
 def _checkpoint_curve(run: Path, heldout: Path, limit: int) -> list[dict]:
     """REC Acc@0.5 / Acc@0.3 / mean IoU of every saved stage-2 checkpoint on held-out samples."""
-    vi = SphinxVi.from_pretrained(run / "final")
+    gen = _generator(run / "final")
     rows = []
     for ckpt in sorted((run / "checkpoints").glob("step-*[0-9]")):
         weights = ckpt / "model.safetensors"
         if not weights.exists():
             continue
-        vi.model.load_state_dict(load_file(str(weights)), strict=False)
+        gen.model.load_state_dict(load_file(str(weights)), strict=False)
         step = int(ckpt.name.split("-")[1])
-        r = evaluate(vi, heldout, limit=limit, tasks=["rec"])
+        r = evaluate(gen, heldout, limit=limit, tasks=["rec"])
         rows.append({"step": step, "rec_acc50": r["rec_acc50"], "rec_acc30": r["rec_acc30"], "rec_miou": r["rec_miou"]})
         print(f"[curve] step {step}: Acc@0.5 {r['rec_acc50']:.3f}  Acc@0.3 {r['rec_acc30']:.3f}  mIoU {r['rec_miou']:.3f}")
     return rows
@@ -117,8 +122,7 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
     lap("stage2", t)
 
     t = time.perf_counter()
-    vi = SphinxVi.from_pretrained(final)
-    report = evaluate(vi, heldout, limit=eval_limit)
+    report = evaluate(_generator(final), heldout, limit=eval_limit)
     lap("eval", t)
     print(format_report(report))
     t = time.perf_counter()
@@ -142,15 +146,15 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
             run_dir = work / f"ablation_stage2_{name}"
             model = stage2(_config("tiny_stage2.yaml", data=str(data), out=str(run_dir), init=str(init), max_steps=ablation_steps,
                                    save_every=ablation_steps))
-            r = evaluate(SphinxVi.from_pretrained(model), heldout, limit=eval_limit, tasks=["rec", "vqa"])
+            r = evaluate(_generator(model), heldout, limit=eval_limit, tasks=["rec", "vqa"])
             abl[f"stage2_from_{name}"] = {k: v for k, v in r.items() if not k.startswith("_")}
             lap(f"ablation_stage2_{name}", t)
         t = time.perf_counter()
         no_text = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic_no_text"),
                                  captions="synthetic", seed=2, text_loss_weight=0.0, **s1))
         abl["stage1_text_loss_heldout"] = {
-            "with_text_mixing": evaluate(SphinxVi.from_pretrained(synth), heldout, limit=eval_limit, tasks=[])["text_loss"],
-            "without_text_mixing": evaluate(SphinxVi.from_pretrained(no_text), heldout, limit=eval_limit, tasks=[])["text_loss"],
+            "with_text_mixing": evaluate(_generator(synth), heldout, limit=eval_limit, tasks=[])["text_loss"],
+            "without_text_mixing": evaluate(_generator(no_text), heldout, limit=eval_limit, tasks=[])["text_loss"],
         }
         lap("ablation_text_mixing", t)
         abl["stage2_steps"] = ablation_steps
@@ -164,7 +168,7 @@ def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limi
     if curve:
         _plot_curve(curve, report["rec_acc50_baseline"], out / "rec_curve.png")
     if embed:
-        target = REPO / "sphinx_vi" / "assets" / "models" / "tiny-shapes"
+        target = EMBEDDED_MODELS["tiny-shapes"]
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(final, target)
         print(f"[learn] embedded model installed at {target}")
@@ -188,7 +192,7 @@ def summary_markdown(r: dict) -> str:
     lines = [
         "# Proof that it learns (tiny-shapes, CPU, from scratch)",
         "",
-        "Made by `.venv/bin/python -m sphinx_vi.train.learn --out reports/learning --embed` on a 2-core CPU "
+        "Made by `.venv/bin/python -m sphinx_vi.experiments.learn --out reports/learning --embed` on a 2-core CPU "
         f"(main pipeline {r['main_pipeline_minutes']} min: synthesize → stage 0 towers ({r.get('stage0_steps')} steps) → "
         "stage 1 real → stage 1 synthetic → merge β=0.5 → "
         f"stage 2 ({r['stage2_steps']} steps) → eval on held-out seed 1, {r['eval_limit']} samples per task; greedy answers, "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +28,13 @@ from PIL import Image, ImageDraw
 from torch import nn
 from tqdm import tqdm
 
-from ..api import SphinxVi
+from ..factory import build_from_preset, save_checkpoint
 from ..data.world.language import COLOURS, KINDS
 from ..data.world.people import Person, draw_people, sample_people
 from ..data.world.shapes import WorldConfig, background, draw_shapes, sample_shapes
 from ..grounding.keypoints import COCO_KEYPOINTS
 from ..views import ViewConfig, make_views
-from .lineage import fingerprint, write_lineage
+from ..train.lineage import fingerprint, write_lineage
 
 COLOUR_INDEX = {c.en: i + 1 for i, c in enumerate(COLOURS)}  # 0 = background
 KIND_INDEX = {k.en: i + 1 for i, k in enumerate(KINDS)}
@@ -220,11 +221,10 @@ class TowerProbes(nn.Module):
 def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
     """Train the towers of a fresh `cfg.model` on dense labels; save the full model to `out`."""
     out = Path(out)
-    vi = SphinxVi.from_preset(cfg.model, seed=cfg.init_seed)
-    vision = vi.model.vision
-    vcfg, G = vision.config, vision.config.grid_size
-    views = ViewConfig(grid=vcfg.views_grid, resolution=vcfg.resolution)
-    fill = vi.processor.settings.pad_colour
+    model, processor = build_from_preset(cfg.model, seed=cfg.init_seed)
+    vision = model.vision
+    G, views = vision.grid_size, vision.layout.views
+    fill = processor.settings.pad_colour
     world = WorldConfig(max_objects=cfg.max_objects)
     towers = dict(vision.encoders.items())
     probes = TowerProbes({name: t.width for name, t in towers.items()}, box_digits=cfg.box_digits)
@@ -257,13 +257,42 @@ def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
         log.append(row)
         bar.set_postfix(loss=f"{loss.item():.3f}", **{k.replace("clip_", "").replace("_acc", ""): f"{v:.2f}" for k, v in stats.items()})
     vision.set_towers_trainable(False)
-    vi.model.eval()
+    model.eval()
     out.mkdir(parents=True, exist_ok=True)
-    vi.save_pretrained(out)
+    save_checkpoint(out, model, processor)
     summary = {"config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 1), "final": log[-1] if log else {}}
     (out / "stage0.json").write_text(json.dumps(summary, indent=2))
     with open(out / "metrics.jsonl", "w") as f:
         for row in log:
             f.write(json.dumps(row) + "\n")
-    write_lineage(out, base=fingerprint(vi.model), init=f"preset:{cfg.model}@{cfg.init_seed}", stage="stage0", steps=cfg.steps)
+    write_lineage(out, base=fingerprint(model), init=f"preset:{cfg.model}@{cfg.init_seed}", stage="stage0", steps=cfg.steps)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sphinx_vi.experiments.towers --out DIR [--max-steps N] ...`"""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m sphinx_vi.experiments.towers",
+                                description="stage 0 for random-init towers: dense colour/kind/box-digit labels "
+                                            "from the synthetic world")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="tiny-shapes", help="preset whose towers are trained")
+    p.add_argument("--init-seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    cfg = TowerPretrainConfig(model=args.model, init_seed=args.init_seed, steps=args.max_steps,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    try:
+        print(f"model with pretrained towers: {pretrain_towers(cfg, args.out)}")
+    except (KeyError, ValueError, FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
