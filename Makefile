@@ -1,11 +1,11 @@
-# Two entry points: `make run` (the main job) and `make test` (the whole suite).
+# Two entry points: `make run` (the main job) and `make test` (the whole suite); `make lint` checks style and types.
 # Both create .venv and install everything on first use; later runs reuse it.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup clean
+.PHONY: run test lint setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+# ruff (lint + import order) and mypy, both configured in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check sphinx_vi apps tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

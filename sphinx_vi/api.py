@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence, overload
+from typing import Any, Literal, overload
 
 import torch
 from PIL import Image
@@ -41,18 +42,18 @@ class SphinxVi:
     # --- construction (sphinx_vi.factory) -----------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, seed: int = 0, *, load_weights: bool = False, allow_download: bool | None = None,
-                    device: str | torch.device = "cpu") -> "SphinxVi":
+                    device: str | torch.device = "cpu") -> SphinxVi:
         """Build preset `name`: random init from `seed`, or (`load_weights`) its parts' checkpoints."""
         return cls(*factory.build_from_preset(name, seed, load_weights=load_weights, allow_download=allow_download,
                                               device=device))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> "SphinxVi":
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> SphinxVi:
         """Load a directory written by `save_pretrained`, or an embedded model by name (`tiny-shapes`)."""
         return cls(*factory.load_checkpoint(path, device=device))
 
     @classmethod
-    def load(cls, name_or_path: str, *, seed: int = 0) -> "SphinxVi":
+    def load(cls, name_or_path: str, *, seed: int = 0) -> SphinxVi:
         """A checkpoint directory if one exists at that path, else a preset of that name."""
         return cls(*factory.load_model(name_or_path, seed=seed))
 
@@ -61,7 +62,7 @@ class SphinxVi:
 
     @property
     def model(self) -> SphinxViForConditionalGeneration:
-        return self.generator.model  # type: ignore[return-value]
+        return self.generator.model
 
     @property
     def processor(self) -> SphinxViProcessor:
@@ -75,42 +76,8 @@ class SphinxVi:
     def box_grammar(self) -> BoxGrammarConstraint:
         return self.generator.box_grammar
 
-    def _prepare(self, image: Any, prompt: Prompt) -> tuple[list[Image.Image], list[str]]:
-        """Load the image(s) once and pair each with its prompt (a string, a list, or a function of the image)."""
-        images = list(image) if _is_batch(image) else [image]
-        loaded = [self.processor.load(im) for im in images]
-        if callable(prompt):
-            prompts = [prompt(im) for im in loaded]
-        else:
-            prompts = [prompt] * len(loaded) if isinstance(prompt, str) else list(prompt)
-        if len(prompts) != len(loaded):
-            raise ValueError(f"{len(prompts)} prompts for {len(loaded)} images")
-        return loaded, prompts
-
     # --- chat -----------------------------------------------------------------------------------
-    def _messages(self, prompt: str, history: History | None) -> list[dict[str, str]]:
-        messages: list[dict[str, str]] = []
-        for turn in history or []:
-            if isinstance(turn, dict):
-                messages.append({"role": turn["role"], "content": turn["content"]})
-            else:
-                user, assistant = turn
-                messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        messages.append({"role": "user", "content": prompt})
-        first_user = next(m for m in messages if m["role"] == "user")
-        if IMAGE_TOKEN not in "".join(m["content"] for m in messages):
-            first_user["content"] = f"{IMAGE_TOKEN}\n{first_user['content']}"
-        return messages
-
-    def _generate(self, images: list[Image.Image], prompts: list[str], history: History | None, **gen: Any) -> list[str]:
-        texts = [self.processor.apply_chat_template(self._messages(p, history)) for p in prompts]
-        inputs = self.processor(texts, images).to(self.device)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **self.generation_kwargs(**gen))
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-
-    def _prepare(self, image, prompt: str | Sequence[str] | Callable[[Image.Image], str]):
+    def _prepare(self, image: Any, prompt: Prompt) -> tuple[list[Image.Image], list[str]]:
         """Load the image(s) once and pair each with its prompt (a string, a list, or a function of the image)."""
         images = list(image) if _is_batch(image) else [image]
         loaded = [self.processor.load(im) for im in images]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -26,7 +26,10 @@ class SphinxViConfig(PretrainedConfig):
     sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="mistral")}
 
     vision: dict | None = None
-    text_config: dict | PretrainedConfig | None = None
+    if TYPE_CHECKING:
+        text_config: PretrainedConfig  # always a config once __post_init__ has run
+    else:
+        text_config: dict | PretrainedConfig | None = None
     text_pretrained: str | None = None
     tokenizer: str = TINY_TOKENIZER
     image_token_id: int = 4

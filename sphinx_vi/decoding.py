@@ -56,7 +56,7 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     `GenerateDecoderOnlyOutput` with `sequences` and `cache` when asked.
     """
     lm = model.language_model
-    B, L = input_ids.shape
+    B, _L = input_ids.shape
     max_new = int(kwargs["max_new_tokens"])
     min_new = int(kwargs.get("min_new_tokens") or 0)
     eos = _ids(kwargs.get("eos_token_id", config.eos_token_id))
@@ -81,7 +81,7 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     eos_t = torch.tensor(eos, device=device) if eos else None
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
     last_pos = positions[:, -1:]  # (B, 1)
-    new_tokens = []
+    new_tokens: list[torch.Tensor] = []  # (B,) per step
     for step in range(max_new):
         logits = out.logits[:, -1].float()  # (B, vocab)
         if suppress:
@@ -105,5 +105,5 @@ def lean_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
                  cache=cache, use_cache=True)
     sequences = torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1)
     if kwargs.get("return_dict_in_generate"):
-        return GenerateDecoderOnlyOutput(sequences=sequences, cache=cache)
+        return GenerateDecoderOnlyOutput(sequences=sequences, cache=cache)  # type: ignore[arg-type]  # LongTensor is Tensor
     return sequences

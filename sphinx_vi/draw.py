@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -23,15 +23,15 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection], width: 
         if det.box is not None:
             draw.rectangle(det.box, outline=colour, width=width)
             x1, y1 = det.box[0], det.box[1]
-            l, t, r, b = draw.textbbox((x1, y1), det.label, font=label_font)
-            ty = y1 - (b - t) - 2 if y1 - (b - t) - 2 >= 0 else y1
-            draw.rectangle((x1, ty, x1 + (r - l) + 4, ty + (b - t) + 2), fill=colour)
+            left, top, right, bottom = draw.textbbox((x1, y1), det.label, font=label_font)
+            ty = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1
+            draw.rectangle((x1, ty, x1 + (right - left) + 4, ty + (bottom - top) + 2), fill=colour)
             draw.text((x1 + 2, ty), det.label, font=label_font, fill=(255, 255, 255))
         points = det.points or {}
         for a, b in COCO_SKELETON:
             if a in points and b in points:
                 draw.line((*points[a], *points[b]), fill=colour, width=width)
-        r = width + 1
+        radius = width + 1
         for x, y in points.values():
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(255, 255, 255))
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour, outline=(255, 255, 255))
     return out

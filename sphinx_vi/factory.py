@@ -58,9 +58,9 @@ def build_from_config(config: SphinxViConfig, seed: int = 0, *, load_weights: bo
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = SphinxViForConditionalGeneration(config)
-    if len(processor.tokenizer) > model.get_input_embeddings().num_embeddings:
+    if len(processor.tokenizer) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
         model.resize_token_embeddings(len(processor.tokenizer))
-    return LoadedModel(model.to(device), processor)
+    return LoadedModel(model.to(device), processor)  # type: ignore[arg-type]  # transformers types `.to` oddly
 
 
 def assemble_from_parts(config: SphinxViConfig, *, allow_download: bool) -> SphinxViForConditionalGeneration:
@@ -118,7 +118,7 @@ def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "c
     """A directory written by `save_pretrained` (model, tokenizer, processor), or an embedded model by name."""
     directory = resolve_checkpoint(name_or_path)
     model = SphinxViForConditionalGeneration.from_pretrained(directory)
-    return LoadedModel(model.to(device), SphinxViProcessor.from_pretrained(directory))
+    return LoadedModel(model.to(device), SphinxViProcessor.from_pretrained(directory))  # type: ignore[arg-type]
 
 
 def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: SphinxViProcessor,

@@ -10,18 +10,19 @@ once per model), and how new tokens become text (`decode_new`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from PIL import Image
-from transformers import LogitsProcessorList, PreTrainedModel
+from transformers import LogitsProcessorList
 
 from .grounding.constraint import BoxGrammarConstraint
+from .modeling import SphinxViForConditionalGeneration
 from .processing import SphinxViProcessor
 from .text.tokens import IMAGE_TOKEN
 
 Message = dict[str, str]
-History = Sequence[Union[tuple[str, str], Message]]
+History = Sequence[tuple[str, str] | Message]
 DEFAULT_GENERATION: dict[str, Any] = {"max_new_tokens": 256, "do_sample": False}
 
 
@@ -70,7 +71,7 @@ class Generator:
     >>> gen.generate([image], [[{"role": "user", "content": "<image>\\nHỏi"}]], max_new_tokens=32)
     """
 
-    def __init__(self, model: PreTrainedModel, processor: SphinxViProcessor) -> None:
+    def __init__(self, model: SphinxViForConditionalGeneration, processor: SphinxViProcessor) -> None:
         self.model = model
         self.processor = processor
         self._box_grammar: BoxGrammarConstraint | None = None
@@ -83,7 +84,7 @@ class Generator:
     def box_grammar(self) -> BoxGrammarConstraint:
         """The logits processor that keeps text inside `[`…`]` to coordinates (built once)."""
         if self._box_grammar is None:
-            vocab = self.model.get_output_embeddings().weight.shape[0]
+            vocab = int(self.model.get_output_embeddings().weight.shape[0])  # type: ignore[index]  # an nn.Linear head
             self._box_grammar = BoxGrammarConstraint(self.processor.tokenizer, vocab)
         return self._box_grammar
 

@@ -10,7 +10,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]  # noqa: UP007 - a runtime alias on Python 3.10
 
 # 40 MP: above a 8K×5K photo. Larger inputs are refused before their pixels are decoded.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -155,7 +155,7 @@ def load_image(src: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
     _check_pixels(img.width, img.height, max_pixels, name)
     try:
         img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
+    except Exception:
         pass
     try:
         return to_rgb(img)

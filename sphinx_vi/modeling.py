@@ -25,8 +25,6 @@ from .text.tokens import IGNORE_INDEX
 from .vision.mixed import MixedVisionEncoder, build_backend
 
 
-
-
 class ImageTokenMismatchError(ValueError):
     """The number of `<image>` placeholders differs from the number of visual tokens."""
 
@@ -82,7 +80,7 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
     # --- the multimodal merge ---------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, V, 3, R, R) → (N, V·T, D) visual tokens in the LLM's dtype."""
-        return self.vision(pixel_values.to(self.vision.projector[0].weight.dtype))
+        return self.vision(pixel_values.to(self.vision.dtype))
 
     def embed_inputs(
         self,
@@ -101,6 +99,7 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
                 )
             return embeds
         if image_features is None:
+            assert pixel_values is not None
             image_features = self.encode_images(pixel_values)  # (N, V·T, D)
         n_images, per_image = image_features.shape[:2]
         if n_placeholders != n_images * per_image:

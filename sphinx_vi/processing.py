@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -39,7 +40,7 @@ class ProcessorSettings:
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are refused before decoding
 
     @classmethod
-    def from_model_config(cls, config: SphinxViConfig, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> "ProcessorSettings":
+    def from_model_config(cls, config: SphinxViConfig, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ProcessorSettings:
         return cls(layout=config.layout, pad_colour=config.pad_colour, context_length=config.context_length,
                    max_pixels=max_pixels)
 
@@ -71,7 +72,7 @@ class SphinxViProcessor:
 
     @classmethod
     def from_model_config(cls, config: SphinxViConfig, tokenizer: PreTrainedTokenizerBase | None = None,
-                          allow_download: bool = False) -> "SphinxViProcessor":
+                          allow_download: bool = False) -> SphinxViProcessor:
         tokenizer = tokenizer or load_tokenizer(config.tokenizer, allow_download=allow_download)
         return cls(tokenizer, ProcessorSettings.from_model_config(config))
 
@@ -86,9 +87,7 @@ class SphinxViProcessor:
 
     # --- text ---------------------------------------------------------------------------------
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
 
     def expand_image_tokens(self, ids: Sequence[int]) -> list[int]:
         """Each `<image>` id → `tokens_per_image` copies of it."""
@@ -113,7 +112,7 @@ class SphinxViProcessor:
         elif isinstance(images, (list, tuple)):
             image_list = [im for item in images for im in (item if isinstance(item, (list, tuple)) else [item])]
         else:
-            image_list = [images]
+            image_list = [images]  # type: ignore[list-item]  # one image (not a sequence)
         n_placeholders = sum(t.count(IMAGE_TOKEN) for t in texts)
         if n_placeholders != len(image_list):
             raise ValueError(
@@ -151,7 +150,7 @@ class SphinxViProcessor:
         (directory / PROCESSOR_CONFIG).write_text(json.dumps({"max_pixels": self.settings.max_pixels}, indent=2))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "SphinxViProcessor":
+    def from_pretrained(cls, directory: str | Path) -> SphinxViProcessor:
         """The tokenizer and settings saved in `directory`, the layout from its model `config.json`."""
         directory = Path(directory)
         saved = json.loads((directory / PROCESSOR_CONFIG).read_text())

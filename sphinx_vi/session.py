@@ -80,7 +80,7 @@ class ChatSession:
             inputs["pixel_values"] = gen.processor.image_to_views(self.image).unsqueeze(0).to(gen.device)  # (1, V, 3, R, R)
         elif keep < cached:
             self._cache.crop(keep - cached)  # drop what the new prompt does not share
-        input_ids = torch.tensor([ids], device=gen.device)
+        input_ids: Any = torch.tensor([ids], device=gen.device)  # (1, L) long
         out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), cache=self._cache,
                              return_dict_in_generate=True, **inputs, **kwargs)
         self._cache = out.cache

@@ -50,10 +50,10 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def make_views(image: Image.Image, config: ViewConfig, fill: tuple[int, int, int],
-               resample: Image.Resampling = Image.BICUBIC) -> torch.Tensor:
+               resample: Image.Resampling = Image.Resampling.BICUBIC) -> torch.Tensor:
     """RGB image → (V, 3, R, R) in [0, 1]: global view, then crops row by row (TL, TR, BL, BR).
 
-    `resample=Image.NEAREST` cuts label maps exactly like their images (values stay whole).
+    `resample=Image.Resampling.NEAREST` cuts label maps exactly like their images (values stay whole).
     """
     R, K = config.resolution, config.grid
     square = pad_to_square(image, fill)

@@ -50,7 +50,7 @@ def _answering(tiny, monkeypatch, answer):
 
 
 def test_detect_ground_keypoints_parse_the_answer_into_pixels(tiny, monkeypatch):
-    w, h = Image.open(EXAMPLE).size  # 320x240: 40 px of padding top and bottom
+    _w, _h = Image.open(EXAMPLE).size  # 320x240: 40 px of padding top and bottom
     _answering(tiny, monkeypatch, "<p>hình tròn</p> [0.10,0.25,0.30,0.45;0.101,0.25,0.30,0.45] <p>ô</p> [0.5,0.5,0.6,0.6]")
     dets = tiny.detect(EXAMPLE, "hình tròn")
     assert len(dets) == 2  # the near-duplicate is folded

@@ -174,8 +174,8 @@ def test_a_sentencepiece_style_tokenizer_with_multi_character_numbers():
 
 
 def test_a_tokenizer_that_cannot_write_coordinates_is_refused():
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[": 2, "<unk>": 3}, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -29,7 +29,8 @@ def llava_dir(tmp_path):
     return tmp_path
 
 
-GOOD = {"id": "ok", "image": "img/a.png", "conversations": [{"from": "human", "value": "<image>\nWhere is the red box?"}, {"from": "gpt", "value": "<p>box</p> [0.10,0.30,0.50,0.60]"}]}
+GOOD = {"id": "ok", "image": "img/a.png", "conversations": [{"from": "human", "value": "<image>\nWhere is the red box?"},
+                                                           {"from": "gpt", "value": "<p>box</p> [0.10,0.30,0.50,0.60]"}]}
 
 
 def _write_pretty(path, rows_text):
@@ -99,7 +100,7 @@ def test_labels_cover_only_assistant_turns(tiny, encoder, llava_dir):
                     [llava_dir / "img" / "a.png"])
     enc = encoder(sample)
     tok = tiny.processor.tokenizer
-    learned = tok.decode([t for t, l in zip(enc.input_ids.tolist(), enc.labels.tolist()) if l != IGNORE_INDEX])
+    learned = tok.decode([t for t, lab in zip(enc.input_ids.tolist(), enc.labels.tolist()) if lab != IGNORE_INDEX])
     assert learned == " Trả lời một.</s> Trả lời hai.</s>"
     n_image = int((enc.input_ids == tiny.model.config.image_token_id).sum())
     assert n_image == tiny.model.config.layout.tokens_per_image

@@ -43,7 +43,7 @@ def test_every_task_in_both_languages_with_correct_diacritics(world):
             q = r["conversations"][0]["value"]
             if r["lang"] == "vi":
                 assert detect_language(q) == "vi", q  # Vietnamese prompts carry their diacritics
-    vi_captions = [json.loads(l) for l in (world / "captions" / "real.jsonl").read_text(encoding="utf-8").splitlines()]
+    vi_captions = [json.loads(line) for line in (world / "captions" / "real.jsonl").read_text(encoding="utf-8").splitlines()]
     assert any("màu" in c["caption"] for c in vi_captions if c["lang"] == "vi")
 
 
@@ -70,7 +70,7 @@ def test_coco_files_load_in_pycocotools_and_are_consistent(world):
     for ann in inst.loadAnns(inst.getAnnIds()):
         img = inst.imgs[ann["image_id"]]
         x, y, w, h = ann["bbox"]
-        assert 0 <= x and 0 <= y and x + w <= img["width"] and y + h <= img["height"]
+        assert x >= 0 and y >= 0 and x + w <= img["width"] and y + h <= img["height"]
         assert inst.annToMask(ann).sum() > 0
     kp = COCO(str(world / "coco" / "person_keypoints.json"))
     ann = kp.loadAnns(kp.getAnnIds())[0]

@@ -58,7 +58,7 @@ def test_gallery_draws_target_and_model_boxes_and_says_when_there_is_none(tmp_pa
     sheet = draw_rec_gallery([hit, miss], tmp_path / "g.png", columns=2, cell=128)
     with Image.open(sheet) as im:
         px = im.convert("RGB")
-        colours = lambda x0, x1: {px.getpixel((x, y)) for x in range(x0, x1) for y in range(0, 128)}  # noqa: E731
+        colours = lambda x0, x1: {px.getpixel((x, y)) for x in range(x0, x1) for y in range(0, 128)}
         assert MODEL in colours(0, 128) and TARGET in colours(0, 128)  # both boxes on the hit
         assert TARGET in colours(128, 256) and MODEL not in colours(128, 256)  # no model box on the miss
     with pytest.raises(ValueError, match="no REC results"):

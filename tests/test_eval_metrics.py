@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from sphinx_vi.eval import metrics as M
 from sphinx_vi.eval.runner import format_report
 

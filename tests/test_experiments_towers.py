@@ -25,8 +25,8 @@ def test_stage0_towers_learn_colours_and_start_later_stages(tmp_path):
 
 
 def test_stage0_box_digits_spell_the_grammar_in_each_view_frame():
-    from sphinx_vi.grounding.grammar import format_box
     from sphinx_vi.experiments.towers import box_digits
+    from sphinx_vi.grounding.grammar import format_box
 
     box = (13.0, 40.7, 77.2, 127.9)
     spelt = format_box(box, (128, 128))[1:-1].replace("1.00", "0.99").split(",")

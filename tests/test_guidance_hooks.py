@@ -9,6 +9,7 @@ from sphinx_vi.data import Sample, SampleEncoder, collate, collate_packed
 from sphinx_vi.guidance import AttentionGuide, GuideTargets, TargetReader, UnsupportedGuideModelError, box_term, phrase_term
 from sphinx_vi.prompts import task_prompt
 
+
 @pytest.fixture
 def image(tmp_path):
     path = tmp_path / "scene.png"

@@ -8,6 +8,7 @@ from sphinx_vi.data import Sample, SampleEncoder, collate
 from sphinx_vi.guidance import AttentionGuide, TargetReader, box_term, coordinate_groups
 from sphinx_vi.prompts import find_phrase, task_prompt
 
+
 @pytest.fixture
 def image(tmp_path):
     path = tmp_path / "scene.png"
@@ -44,7 +45,7 @@ def test_targets_guide_every_box_and_point_to_its_own_cells(tiny, image):
 
     def cells(b, text):  # boxes of the cells the query predicting the first token after `text` looks at
         ids = batch["input_ids"][b].tolist()
-        q = [p for p in query[b].nonzero().flatten().tolist() if text in tok.decode(ids[: p + 2])][0]
+        q = next(p for p in query[b].nonzero().flatten().tolist() if text in tok.decode(ids[: p + 2]))
         return boxes[focus[b, q, image_pos].nonzero().flatten()]
 
     assert predicted(0).replace(" ", "") == "[0.00,0.00,0.30,0.30]"  # the box's tokens, not the end of turn

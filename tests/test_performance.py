@@ -9,10 +9,10 @@ import torch
 
 from sphinx_vi import SphinxVi
 from sphinx_vi.bench.parity import ParitySize, build_pair, check_parity, normalise
-from sphinx_vi.text.tokens import IGNORE_INDEX
 from sphinx_vi.data import SampleEncoder, collate, collate_packed, pack_rows
 from sphinx_vi.data.formats import load_llava
 from sphinx_vi.data.world.generate import synthesize
+from sphinx_vi.text.tokens import IGNORE_INDEX
 
 WORLD_IMAGE = Path(__file__).resolve().parents[1] / "sphinx_vi" / "assets" / "examples" / "world_shapes_1.png"
 SMALL = ParitySize("test", hidden=32, layers=2, heads=4, kv_heads=2, vision_hidden=32, vision_layers=2, image_size=56, vocab=2000)

@@ -74,9 +74,9 @@ def server():
         try:
             urllib.request.urlopen(url, timeout=2)
             break
-        except Exception:  # noqa: BLE001
+        except Exception:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read())
+                raise RuntimeError(proc.stdout.read()) from None
             time.sleep(1)
     yield url
     proc.terminate()
@@ -89,7 +89,7 @@ def test_named_endpoints_from_gradio_client(server, tmp_path):
     client = Client(server, verbose=False)
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/detect", "/segment", "/inpaint", "/chat"} <= names
-    annotated, table, raw, notice = client.predict(handle_file(str(EXAMPLE)), "hình tròn", api_name="/detect")
+    annotated, _table, raw, notice = client.predict(handle_file(str(EXAMPLE)), "hình tròn", api_name="/detect")
     assert Image.open(annotated).size == (320, 240) and isinstance(raw, str)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 broken")
@@ -97,7 +97,7 @@ def test_named_endpoints_from_gradio_client(server, tmp_path):
     assert "bad.jpg" in notice  # a message, and the server keeps serving:
     shown, _ = client.predict(handle_file(str(EXAMPLE)), "hình tròn", api_name="/segment")
     assert Image.open(shown).size == (320, 240)
-    edited, download, _ = client.predict(handle_file(str(EXAMPLE)), "hình tròn", "xoá", "", 8, 4, 0.99, 7.5, 2, 0, api_name="/inpaint")
+    edited, _download, _ = client.predict(handle_file(str(EXAMPLE)), "hình tròn", "xoá", "", 8, 4, 0.99, 7.5, 2, 0, api_name="/inpaint")
     assert Image.open(edited).size == (320, 240)
     history, cleared = client.predict(handle_file(str(EXAMPLE)), "Có gì trong ảnh?", [], api_name="/chat")
     assert cleared == "" and history[-1]["role"] == "assistant"

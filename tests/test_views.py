@@ -31,7 +31,7 @@ def test_views_are_global_then_crops_row_by_row():
         img.paste(c, ((i % 2) * 32, (i // 2) * 32, (i % 2) * 32 + 32, (i // 2) * 32 + 32))
     views = make_views(img, ViewConfig(grid=2, resolution=16), (0, 0, 0))
     assert views.shape == (5, 3, 16, 16)
-    assert 0.0 <= views.min() and views.max() <= 1.0
+    assert views.min() >= 0.0 and views.max() <= 1.0
     for i, c in enumerate(colours):
         centre = views[1 + i, :, 4:12, 4:12].mean(dim=(1, 2))
         assert torch.allclose(centre, torch.tensor(c, dtype=torch.float32) / 255, atol=0.02)
@@ -49,7 +49,7 @@ def test_text_coordinates_and_views_share_one_geometry():
     img = Image.new("RGB", (200, 100), (0, 0, 0))
     img.paste((255, 255, 255), (50, 25, 150, 75))
     text = format_box((50, 25, 150, 75), img.size)
-    u1, v1, u2, v2 = (float(v) for v in text.strip("[]").split(","))
+    u1, v1, _u2, _v2 = (float(v) for v in text.strip("[]").split(","))
     g = make_views(img, ViewConfig(grid=1, resolution=100), (0, 0, 0))[0, 0]  # (100, 100), 1 px per 0.01
     assert g[int(v1 * 100) + 2, int(u1 * 100) + 2] > 0.9 and g[int(v1 * 100) - 3, int(u1 * 100) + 2] < 0.1
     assert parse(f"<p>w</p> {text}", img.size).boxes[0] == pytest.approx((50, 25, 150, 75), abs=1)

@@ -93,7 +93,8 @@ def test_qformer_loads_from_its_own_directory_and_from_a_full_blip2_checkpoint(t
     blip2_cfg = Blip2Config(
         vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8),
         qformer_config=QF,
-        text_config=dict(model_type="opt", vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2, word_embed_proj_dim=16, max_position_embeddings=32),
+        text_config=dict(model_type="opt", vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                         word_embed_proj_dim=16, max_position_embeddings=32),
         num_query_tokens=6,
     )
     blip2 = Blip2Model(blip2_cfg)

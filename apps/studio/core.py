@@ -58,7 +58,7 @@ class Studio:
         if img.width * img.height > MAX_PIXELS:
             scale = (MAX_PIXELS / (img.width * img.height)) ** 0.5
             w, h = img.size
-            img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.LANCZOS)
+            img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
             notices.append(self.t["downscaled"].format(w=w, h=h, nw=img.width, nh=img.height))
         return img, notices
 
@@ -93,7 +93,7 @@ class Studio:
     def segment(self, image, query: str) -> tuple[Image.Image, DetectOutput, np.ndarray]:
         out = self.detect(image, query)
         boxed = [d for d in out.detections if d.box is not None]
-        masks = self.segmenter.segment(out.image, [d.box for d in boxed])
+        masks = self.segmenter.segment(out.image, [d.box for d in boxed if d.box is not None])
         return overlay(out.image, masks, boxed), out, masks
 
     def inpaint(self, image, query: str, mode: str = "remove", prompt: str = "", settings: EditSettings | None = None):

@@ -109,14 +109,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     edited = gr.Image(label=t["edited"], type="pil", format="png")
                     download = gr.File(label=t["download"])
-        with gr.Tab(t["chat"]):
-            with gr.Row():
-                chat_image = gr.File(label=t["image"], file_types=["image"], type="filepath")
-                with gr.Column():
-                    bot = gr.Chatbot(label=t["chat"])
-                    msg = gr.Textbox(label=t["message"])
-                    send = gr.Button(t["send"])
-                    gr.ClearButton([bot, msg], value=t["clear"])
+        with gr.Tab(t["chat"]), gr.Row():
+            chat_image = gr.File(label=t["image"], file_types=["image"], type="filepath")
+            with gr.Column():
+                bot = gr.Chatbot(label=t["chat"])
+                msg = gr.Textbox(label=t["message"])
+                send = gr.Button(t["send"])
+                gr.ClearButton([bot, msg], value=t["clear"])
         image.change(show_preview, [image], [preview, notice])
         detect_btn.click(detect, [image, query], [annotated, table, raw, notice], api_name="detect")
         segment_btn.click(segment, [image, query], [annotated, notice], api_name="segment")

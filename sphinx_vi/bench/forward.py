@@ -62,7 +62,9 @@ def main() -> None:
     r = run(args.preset, args.repeats, args.threads, args.batch)
     print(f"preset {r['preset']}, batch {r['batch']}, {r['sequence_length']} tokens ({r['visual_tokens_per_image']} visual), {r['threads']} threads")
     print(f"{'step':<28}{'median ms':>12}{'sd ms':>10}")
-    for key, label in (("processor", "processor (image → views)"), ("vision", "mixed vision encoder"), ("forward", "full forward"), ("text_only_lm", "LLM alone, same length")):
+    steps = (("processor", "processor (image → views)"), ("vision", "mixed vision encoder"), ("forward", "full forward"),
+             ("text_only_lm", "LLM alone, same length"))
+    for key, label in steps:
         print(f"{label:<28}{1e3 * r[key + '_s']:>12.2f}{1e3 * r[key + '_sd_s']:>10.2f}")
     print(f"full forward / LLM alone: {r['forward_vs_text_only_lm']:.2f}×")
     write_json(args.out, r)

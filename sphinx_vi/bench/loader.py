@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..factory import build_from_preset
-from ..generation import Generator
-from . import write_json
 from ..data import EncodedDataset, LengthGroupedBatches, SampleEncoder, collate, mix
 from ..data.formats import load_llava, load_text
 from ..data.world.generate import synthesize
+from ..factory import build_from_preset
+from ..generation import Generator
+from . import write_json
 
 
 def stage2_samples(world: Path, num: int, seed: int = 0):

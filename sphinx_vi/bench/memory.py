@@ -32,7 +32,7 @@ class PeakRSS:
             self.peak = max(self.peak, rss_bytes())
             time.sleep(self.interval_s)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start = self.peak = rss_bytes()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()

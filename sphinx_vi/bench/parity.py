@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, MistralConfig
 
-from ..generation import Generator
 from ..convert import from_llava
+from ..generation import Generator
 from ..processing import SphinxViProcessor
 from ..vision.base import CLIP_MEAN, CLIP_STD
 
@@ -49,7 +49,7 @@ def llava_config(size: ParitySize) -> LlavaConfig:
                          num_attention_heads=size.heads, num_key_value_heads=size.kv_heads, vocab_size=size.vocab,
                          max_position_embeddings=2048, sliding_window=None, pad_token_id=0)
     patches = (size.image_size // size.patch_size) ** 2
-    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN_ID, image_seq_length=patches,
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN_ID, image_seq_length=patches,  # type: ignore[call-arg]
                        vision_feature_layer=-2, vision_feature_select_strategy="default")
 
 

@@ -61,7 +61,7 @@ def sample_flops(model: SphinxViForConditionalGeneration, text_tokens: int, labe
         pix = torch.zeros(1, V, 3, R, R, device="meta")
         out["vision"] = _flops(lambda: model.vision(pix))
         # the projector trains: its backward costs ~2× its forward
-        in_width = model.vision.projector[0].in_features
+        in_width = int(model.vision.projector[0].in_features)  # type: ignore[arg-type]  # an nn.Linear
         out["vision"] += 2 * 2 * V * cfg.layout.tokens_per_view * in_width * D
     emb = torch.zeros(1, L, D, device="meta", requires_grad=True)
     mask = torch.zeros(1, 1, L, L, device="meta")  # a ready 4-D mask: meta tensors cannot be inspected
@@ -92,7 +92,7 @@ def plan(preset: str = "sphinx-vi-1k", assumptions: PlanAssumptions | None = Non
     lm_linear = sum(m.weight.numel() for n, m in model.language_model.named_modules()
                     if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"))
     total = info["total_parameters"]
-    merged = SphinxViConfig(**{**preset_config_dict(preset), "vision": {**config.vision, "merge_2x2": not config.vision_config.merge_2x2}})
+    merged = SphinxViConfig(**{**preset_config_dict(preset), "vision": {**(config.vision or {}), "merge_2x2": not config.vision_config.merge_2x2}})
     tokens = {config.vision_config.merge_2x2: config.layout.tokens_per_image, not config.vision_config.merge_2x2: merged.layout.tokens_per_image}
 
     stages = {}

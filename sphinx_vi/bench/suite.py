@@ -19,14 +19,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from . import write_json
 from ..data import collate, collate_packed
 from ..packed_attention import use_packed_attention
+from . import write_json
 from .memory import PeakRSS
 
 RATIO_KEYS = {  # ratio key → (case, metric, higher_is_better_for_ours_metric)
@@ -58,8 +60,7 @@ def _timed(fn: Callable[[], Any], iters: int, warmup: int = 2, prepare: Callable
 # --- one case, one side, in this (fresh) process --------------------------------------------------
 def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
     from .parity import build_pair
-    from .workloads import (batches, generate_fn, left_padded, make_workload, multiturn_fn,
-                            second_turn, train_step, useful_tokens)
+    from .workloads import batches, generate_fn, left_padded, make_workload, multiturn_fn, second_turn, train_step, useful_tokens
 
     torch.set_num_threads(2)
     hf, gen = build_pair(size)
@@ -80,7 +81,7 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
                 use_packed_attention(gen.model.language_model)  # what training with `packing: true` does
             step = train_step(model, side, layout)
             tokens = useful_tokens(work.samples)
-            epoch = lambda: [step() for _ in layout]  # noqa: E731 (one pass over every sample)
+            epoch = lambda: [step() for _ in layout]
             metrics["useful_tokens_per_s"] = [tokens / t for t in _timed(epoch, iters, warmup=1)]
         elif case == "decode":
             for b in (1, 4):
@@ -107,8 +108,7 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
 def parity_checks(size: str) -> dict[str, float]:
     """Equal logits, losses (padded, packed), greedy ids and multi-turn ids on both engines."""
     from .parity import build_pair, check_parity
-    from .workloads import (batches, generate_fn, left_padded, make_workload, multiturn_fn,
-                            second_turn, _inputs)
+    from .workloads import _inputs, batches, generate_fn, left_padded, make_workload, multiturn_fn, second_turn
 
     torch.set_num_threads(2)
     hf, gen = build_pair(size)
@@ -150,11 +150,12 @@ def parity_checks(size: str) -> dict[str, float]:
 # --- ours only --------------------------------------------------------------------------------
 def views_table(iters: int) -> list[dict[str, Any]]:
     """Encoding one image with the tiny preset's towers at K = 1, 2, 3, with and without the 2×2 merge."""
+    from PIL import Image
+
     from ..configuration import SphinxViConfig
     from ..modeling import SphinxViForConditionalGeneration
     from ..presets import preset_config_dict
     from ..views import ViewConfig, make_views
-    from PIL import Image
 
     torch.set_num_threads(2)
     rows = []
@@ -168,7 +169,8 @@ def views_table(iters: int) -> list[dict[str, Any]]:
             vc = ViewConfig(grid=K, resolution=cfg["vision"]["resolution"])
             views = make_views(image, vc, (122, 116, 104)).unsqueeze(0)
             with torch.inference_mode(), PeakRSS() as mem:
-                t = statistics.median(_timed(lambda: model.encode_images(views), iters))
+                encode: Callable[[], Any] = partial(model.encode_images, views)
+                t = statistics.median(_timed(encode, iters))
             rows.append({"views_grid": K, "merge_2x2": merge, "views": vc.num_views, "visual_tokens": model.config.layout.tokens_per_image,
                          "encode_ms": 1000 * t, "peak_rss_mb": mem.peak / 2**20})
     return rows
@@ -285,7 +287,7 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"  loader vs training consumption: {best:.1f}× (best of 0/1/2 workers; target ≥ 3)")
     lines += ["", f"{'views K':<9}{'2x2 merge':<11}{'views':>6}{'visual tokens':>15}{'encode ms':>11}{'peak RSS MB':>13}"]
     for v in r.get("views", []):
-        lines.append(f"{v['views_grid']:<9}{str(v['merge_2x2']):<11}{v['views']:>6}{v['visual_tokens']:>15}"
+        lines.append(f"{v['views_grid']:<9}{v['merge_2x2']!s:<11}{v['views']:>6}{v['visual_tokens']:>15}"
                      f"{v['encode_ms']:>11.1f}{v['peak_rss_mb']:>13.0f}")
     return "\n".join(lines)
 

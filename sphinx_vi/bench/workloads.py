@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from ..generation import Generator, build_messages
-from ..session import ChatSession
 from ..data import EncodedSample, SampleEncoder
 from ..data.formats import load_llava
 from ..data.world.generate import synthesize
+from ..generation import Generator, build_messages
+from ..session import ChatSession
 from .loader import stage2_samples
 from .parity import IMAGE_TOKEN_ID, normalise
 
@@ -58,7 +59,7 @@ def _inputs(batch: dict[str, Any], side: Side) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _trainable(model: torch.nn.Module, side: Side) -> list[torch.nn.Parameter]:
+def _trainable(model: Any, side: Side) -> list[torch.nn.Parameter]:
     """LLaVA stage 2 on both sides: projector + LLM learn, the vision tower is frozen."""
     model.requires_grad_(True)
     tower = model.model.vision_tower if side == "hf" else model.vision.encoders["clip_vit"]  # ours, ours_padded
@@ -95,7 +96,7 @@ def useful_tokens(samples: list[EncodedSample]) -> int:
     return sum(len(s) for s in samples)
 
 
-def generate_fn(model: torch.nn.Module, side: Side, ids: torch.Tensor, views: torch.Tensor, mask: torch.Tensor,
+def generate_fn(model: Any, side: Side, ids: torch.Tensor, views: torch.Tensor, mask: torch.Tensor,
                 new_tokens: int) -> Callable[[], torch.Tensor]:
     """Greedy generation of exactly `new_tokens` tokens (EOS and `<image>` suppressed on both sides)."""
     pixel_values = normalise(views) if side == "hf" else views
@@ -131,7 +132,7 @@ def second_turn(gen: Generator, image: Any) -> list[tuple[str, str]]:
     return list(session.history)
 
 
-def multiturn_fn(side: Side, model: torch.nn.Module, gen: Generator, image: Any, history: list[tuple[str, str]],
+def multiturn_fn(side: Side, model: Any, gen: Generator, image: Any, history: list[tuple[str, str]],
                  new_tokens: int) -> tuple[Callable[[], None], Callable[[], list[int]]]:
     """Turn-2 latency as (prepare, run), from the user's prompt to `new_tokens` generated tokens.
 

@@ -9,6 +9,8 @@ benchmarks (`sphinx_vi.bench`) compares the two engines on identical weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
@@ -23,7 +25,7 @@ class UnsupportedLlavaError(ValueError):
 
 def sphinx_vi_config_from_llava(config: LlavaConfig, tokenizer: str = "builtin:tiny") -> SphinxViConfig:
     """The sphinx_vi configuration that mirrors `config` layer for layer."""
-    v = config.vision_config
+    v: Any = config.vision_config  # a CLIPVisionConfig (checked below)
     if v.model_type != "clip_vision_model":
         raise UnsupportedLlavaError(f"vision tower {v.model_type!r}: only CLIP ViT LLaVA models are supported")
     if config.projector_hidden_act != "gelu" or not getattr(config, "multimodal_projector_bias", True):
@@ -45,7 +47,8 @@ def sphinx_vi_config_from_llava(config: LlavaConfig, tokenizer: str = "builtin:t
     }
     if config.vision_feature_select_strategy == "full":
         raise UnsupportedLlavaError("vision_feature_select_strategy 'full' puts the cls token first; use 'default'")
-    return SphinxViConfig(vision=vision, text_config=config.text_config.to_dict(), tokenizer=tokenizer,
+    text: Any = config.text_config
+    return SphinxViConfig(vision=vision, text_config=text.to_dict(), tokenizer=tokenizer,
                           image_token_id=config.image_token_id, tie_word_embeddings=config.tie_word_embeddings)
 
 
@@ -54,11 +57,12 @@ def from_llava(llava: LlavaForConditionalGeneration, tokenizer: str = "builtin:t
     """A sphinx_vi model holding a copy of `llava`'s weights (logits equal on the same inputs)."""
     model = SphinxViForConditionalGeneration(sphinx_vi_config_from_llava(llava.config, tokenizer))
     src = llava.model
-    model.vision.encoders["clip_vit"].model.load_state_dict(src.vision_tower.state_dict())
+    tower: Any = model.vision.grid_encoders["clip_vit"]  # an HF CLIP tower: `.model` is its CLIPVisionModel
+    tower.model.load_state_dict(src.vision_tower.state_dict())
     proj = model.vision.projector
     for ours, theirs in ((proj[0], src.multi_modal_projector.linear_1), (proj[2], src.multi_modal_projector.linear_2)):
         ours.load_state_dict(theirs.state_dict())
     lm = model.language_model
     lm.model.load_state_dict(src.language_model.state_dict())
     lm.get_output_embeddings().load_state_dict(llava.lm_head.state_dict())
-    return model.to(llava.dtype).eval()
+    return model.to(llava.dtype).eval()  # type: ignore[arg-type]  # transformers types `.to` oddly

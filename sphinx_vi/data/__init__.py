@@ -6,6 +6,18 @@ from .samples import LoadReport, LoadResult, Sample, TooManyBadRowsError
 from .sources import load_any
 
 __all__ = [
-    "collate_packed", "pack_rows", "EncodedDataset", "EncodedSample", "LengthGroupedBatches", "LoadReport", "LoadResult",
-    "Sample", "SampleEncoder", "TooManyBadRowsError", "collate", "load_any", "mix", "padding_fraction",
+    "EncodedDataset",
+    "EncodedSample",
+    "LengthGroupedBatches",
+    "LoadReport",
+    "LoadResult",
+    "Sample",
+    "SampleEncoder",
+    "TooManyBadRowsError",
+    "collate",
+    "collate_packed",
+    "load_any",
+    "mix",
+    "pack_rows",
+    "padding_fraction",
 ]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from .samples import Sample
 
 
-def mix(datasets: dict[str, Sequence[Sample]], weights: dict[str, float], num_samples: int, seed: int = 0) -> list[Sample]:
+def mix(datasets: Mapping[str, Sequence[Sample]], weights: Mapping[str, float], num_samples: int, seed: int = 0) -> list[Sample]:
     """Draw `num_samples` samples, dataset d with probability ∝ weights[d], without replacement
     inside a dataset until it is exhausted (then it starts over, reshuffled). Deterministic."""
     names = [n for n in datasets if weights.get(n, 0) > 0 and len(datasets[n]) > 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ class SampleEncoder:
         self._lengths: dict[tuple, int] = {}  # token counts by text: the mixture repeats samples
 
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
 
     def text_and_spans(self, sample: Sample) -> tuple[str, list[tuple[int, int]]]:
         """The full text and the character spans that carry loss."""
@@ -91,7 +92,7 @@ class SampleEncoder:
         return self._lengths[key]
 
 
-def collate(batch: list[EncodedSample | None], pad_token_id: int) -> dict[str, Any]:
+def collate(batch: Sequence[EncodedSample | None], pad_token_id: int) -> dict[str, Any]:
     """Right-pad a batch; drop samples that failed to load (None) and count them."""
     items = [b for b in batch if b is not None]
     dropped = len(batch) - len(items)
@@ -132,7 +133,7 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def collate_packed(batch: list[EncodedSample | None], pad_token_id: int, capacity: int) -> dict[str, Any]:
+def collate_packed(batch: Sequence[EncodedSample | None], pad_token_id: int, capacity: int) -> dict[str, Any]:
     """Pack a batch into rows of up to `capacity` tokens: same samples, same loss, less padding.
 
     Each row holds whole samples back to back; `position_ids` restart at 0 for every sample (and

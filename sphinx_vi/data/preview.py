@@ -9,9 +9,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from ..draw import draw_detections
+from ..fonts import font
 from ..grounding import parse
 from .formats.llava import load_llava
-from ..fonts import font
 
 
 def contact_sheet(data_dir: str | Path, out: str | Path, num: int = 16, seed: int = 0, tile: int = 256) -> Path:
@@ -22,7 +22,7 @@ def contact_sheet(data_dir: str | Path, out: str | Path, num: int = 16, seed: in
         raise FileNotFoundError(f"{data_dir}: no llava/*.json files (run `python -m sphinx_vi.data synth` first)")
     per_task = [load_llava(f, image_root=data_dir).samples for f in files]
     rng = random.Random(seed)
-    picks = []
+    picks: list = []
     while len(picks) < num and any(per_task):
         for samples in per_task:
             if samples and len(picks) < num:
@@ -36,7 +36,7 @@ def contact_sheet(data_dir: str | Path, out: str | Path, num: int = 16, seed: in
     for k, sample in enumerate(picks):
         image = Image.open(sample.images[0]).convert("RGB")
         answer = sample.messages[-1]["content"]
-        drawn = draw_detections(image, parse(answer, image.size).detections).resize((tile, tile), Image.NEAREST)
+        drawn = draw_detections(image, parse(answer, image.size).detections).resize((tile, tile), Image.Resampling.NEAREST)
         x, y = (k % cols) * tile, (k // cols) * (tile + text_h)
         sheet.paste(drawn, (x, y))
         question = sample.messages[-2]["content"].replace("<image>\n", "")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from ..text.tokens import IMAGE_TOKEN
 from .samples import Sample

@@ -253,7 +253,7 @@ def main() -> None:
     images = sorted((args.data / "images").glob("*.png"))[: args.num]
     if len(images) < 2:
         raise SystemExit(f"error: need at least 2 images under {args.data / 'images'}")
-    result = feature_spread(gen, images)
+    result: dict[str, Any] = dict(feature_spread(gen, images))
     print(f"{'part':<28}{'across images':>14}{'overall':>10}{'ratio':>8}")
     for k, r in result.items():
         print(f"{k:<28}{r['across_images']:>14.5f}{r['overall']:>10.4f}{r['ratio']:>8.4f}")

@@ -6,13 +6,11 @@ import contextlib
 import io
 import re
 from collections import Counter
-from typing import Sequence
 
 import numpy as np
 
 from ..grounding import COCO_KEYPOINTS
-
-Box = Sequence[float]
+from ..grounding.geometry import Box
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

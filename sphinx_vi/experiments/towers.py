@@ -28,13 +28,13 @@ from PIL import Image, ImageDraw
 from torch import nn
 from tqdm import tqdm
 
-from ..factory import build_from_preset, save_checkpoint
 from ..data.world.language import COLOURS, KINDS
 from ..data.world.people import Person, draw_people, sample_people
 from ..data.world.shapes import WorldConfig, background, draw_shapes, sample_shapes
+from ..factory import build_from_preset, save_checkpoint
 from ..grounding.keypoints import COCO_KEYPOINTS
-from ..views import ViewConfig, make_views
 from ..train.lineage import fingerprint, write_lineage
+from ..views import ViewConfig, make_views
 
 COLOUR_INDEX = {c.en: i + 1 for i, c in enumerate(COLOURS)}  # 0 = background
 KIND_INDEX = {k.en: i + 1 for i, k in enumerate(KINDS)}
@@ -59,7 +59,7 @@ class TowerPretrainConfig:
 
 def _label_views(labels: Image.Image, views: ViewConfig) -> torch.Tensor:
     """(H, W) mode-"L" label map → (V, R, R) long labels, cut exactly like `make_views` cuts pixels."""
-    cut = make_views(labels.convert("RGB"), views, (0, 0, 0), resample=Image.NEAREST)  # (V, 3, R, R) in [0, 1]
+    cut = make_views(labels.convert("RGB"), views, (0, 0, 0), resample=Image.Resampling.NEAREST)  # (V, 3, R, R) in [0, 1]
     return (cut[:, 0] * 255).round().long()
 
 
@@ -187,7 +187,7 @@ class TowerProbes(nn.Module):
              keypoint_digits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """features: name → (B, G², C); colour/kind: (B, G², classes) soft targets; digits: (B, G², 8);
         keypoint: (B, G²) class; keypoint_digits: (B, G², 4); -100 = no target."""
-        total, stats = 0.0, {}
+        total, stats = torch.zeros(()), {}
         nc, nk = self.classes
         nd, nkp = 10 * self.digit_heads, self.keypoint_classes
         for name, feats in features.items():
@@ -206,8 +206,7 @@ class TowerProbes(nn.Module):
                 guess = d_logits.argmax(-1)  # (B, G², 8)
                 stats[f"{name}_tenths_acc"] = (guess[..., 0::2] == digits[..., 0::2])[known].float().mean().item()
                 stats[f"{name}_hundredths_acc"] = (guess[..., 1::2] == digits[..., 1::2])[known].float().mean().item()
-            people = keypoint is not None and keypoint_digits is not None and (keypoint_digits >= 0).any()
-            if people:
+            if keypoint is not None and keypoint_digits is not None and bool((keypoint_digits >= 0).any()):
                 k_logits = logits[..., nc + nk + nd:nc + nk + nd + nkp]  # (B, G², 18)
                 in_people = (keypoint_digits >= 0).all(-1).any(-1, keepdim=True).expand_as(keypoint)  # views showing a keypoint
                 total = total + F.cross_entropy(k_logits[in_people], keypoint[in_people])
@@ -226,7 +225,7 @@ def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
     G, views = vision.grid_size, vision.layout.views
     fill = processor.settings.pad_colour
     world = WorldConfig(max_objects=cfg.max_objects)
-    towers = dict(vision.encoders.items())
+    towers = vision.grid_encoders
     probes = TowerProbes({name: t.width for name, t in towers.items()}, box_digits=cfg.box_digits)
     vision.set_towers_trainable(True)  # frozen towers would pass no gradient (their grad_context)
     params = [p for t in towers.values() for p in t.parameters()] + list(probes.parameters())

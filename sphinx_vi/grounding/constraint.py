@@ -95,12 +95,12 @@ class BoxGrammarConstraint(LogitsProcessor):
         self.moves, self.allowed, self.has_bracket, self.after_bracket = moves, allowed, has_bracket, after_bracket
         self._check_every_box_can_close(n_states)
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, states) of the previous call
-        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(moves, allowed, has_bracket, after_bracket) on `device`, copied there once."""
         if device not in self._tables:
-            self._tables[device] = tuple(x.to(device) for x in (self.moves, self.allowed, self.has_bracket, self.after_bracket))
+            self._tables[device] = (self.moves.to(device), self.allowed.to(device), self.has_bracket.to(device), self.after_bracket.to(device))
         return self._tables[device]
 
     def _inside_states(self) -> list[_Inside]:
@@ -195,4 +195,4 @@ class BoxGrammarConstraint(LogitsProcessor):
         vocab = scores.shape[-1]
         if vocab > allowed.shape[1]:  # ids past the tokenizer (padded embeddings) never continue a box
             allowed = torch.cat([allowed, inside[:, None].logical_not().expand(-1, vocab - allowed.shape[1])], dim=1)
-        return scores.masked_fill(~allowed[:, :vocab], float("-inf"))
+        return scores.masked_fill(~allowed[:, :vocab], float("-inf"))  # type: ignore[return-value]  # FloatTensor is Tensor

@@ -15,7 +15,7 @@ lists everything it could not read in `ParseResult.warnings`. It runs in linear 
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .geometry import PaddedSquare, clip_box, clip_point
 from .keypoints import normalize_keypoint_name
@@ -28,7 +28,7 @@ MAX_GROUP_CHARS = 512
 # How far back from a bracket the parser looks for its label.
 MAX_LABEL_CHARS = 200
 
-_GROUP = re.compile(r"\[([^\[\]]{0,%d})\]" % MAX_GROUP_CHARS)
+_GROUP = re.compile(r"\[([^\[\]]{0,%d})\]" % MAX_GROUP_CHARS)  # noqa: UP031 - braces of the regex would need doubling
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _LABEL_BREAK = re.compile(r"[,.;:!?\n\]]")
 

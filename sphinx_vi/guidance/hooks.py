@@ -14,6 +14,7 @@ hooking any other model is refused with `UnsupportedGuideModelError`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ def phrase_term(log_p: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
     return -(log_p.masked_fill(~focus.unsqueeze(1), 0.0) * on).sum(-1) / on.sum(-1).clamp(min=1)
 
 
-def _rotary_of(attn: nn.Module) -> Callable:
+def _rotary_of(attn: Any) -> Callable:
     for cls in type(attn).__mro__:
         if cls in ROTARY:
             return ROTARY[cls]
@@ -60,7 +61,7 @@ def _rotary_of(attn: nn.Module) -> Callable:
     )
 
 
-def _attention_layers(language_model: nn.Module) -> list[nn.Module]:
+def _attention_layers(language_model: Any) -> list[Any]:
     decoder = language_model.get_decoder() if hasattr(language_model, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
     if layers is None or not all(hasattr(layer, "self_attn") for layer in layers):
@@ -73,9 +74,9 @@ def _attention_layers(language_model: nn.Module) -> list[nn.Module]:
 class AttentionGuide:
     """Hooks on the LLM's attention layers: `arm(targets)` before a forward, `pop_loss()` after it."""
 
-    def __init__(self, language_model: nn.Module, layers: list[int], heads: int, term: Term, option: str = "guide") -> None:
+    def __init__(self, language_model: Any, layers: list[int], heads: int, term: Term, option: str = "guide") -> None:
         attention = _attention_layers(language_model)
-        n_layers, n_heads = len(attention), language_model.config.num_attention_heads
+        n_layers, n_heads = len(attention), int(language_model.config.num_attention_heads)
         bad = [i for i in layers if not -n_layers <= i < n_layers]
         if bad or not layers:
             raise ValueError(f"{option}.layers {layers} must name layers of the {n_layers}-layer LLM")
@@ -98,7 +99,7 @@ class AttentionGuide:
     def _hook(self, layer: int):
         rotary = self._rotary[layer]
 
-        def hook(attn: nn.Module, args, kwargs) -> None:
+        def hook(attn: Any, args: tuple, kwargs: dict[str, Any]) -> None:
             if self._armed is None or not torch.is_grad_enabled():
                 return
             query, focus, segments = self._armed

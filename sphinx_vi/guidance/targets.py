@@ -114,7 +114,7 @@ class TargetReader:
         """The text of each token id."""
         for i in ids:
             if i not in self._texts:
-                self._texts[i] = self.tokenizer.decode([i])
+                self._texts[i] = str(self.tokenizer.decode([i]))
         return [self._texts[i] for i in ids]
 
     def answers(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None = None) -> Iterator[Answer]:

@@ -8,7 +8,7 @@ as id 38369, hence `vocab_size` 38,370 in `sphinx-vi-1k`.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -21,7 +21,7 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tiny_token_ids() -> dict[str, int]:
     tok = load_tokenizer(TINY_TOKENIZER)
     return {

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from importlib import resources
-from typing import Iterator
 
 from ..grounding.keypoints import COCO_KEYPOINTS, KEYPOINT_LABELS_VI
 from ..prompts import TASK_PROMPTS

@@ -99,7 +99,7 @@ def ensure_image_token(tok: PreTrainedTokenizerBase) -> int:
     """Add `<image>` as a special token if the tokenizer lacks it; returns its id."""
     if IMAGE_TOKEN not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    return tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    return int(tok.convert_tokens_to_ids(IMAGE_TOKEN))  # type: ignore[arg-type]  # one token → one id
 
 
 def main() -> None:

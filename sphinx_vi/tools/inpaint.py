@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -32,7 +32,7 @@ def union_mask(masks: np.ndarray, size: tuple[int, int], dilation: int = 0) -> I
     """(N, H, W) bool → one L-mode mask (255 inside), grown by `dilation` pixels."""
     w, h = size
     mask = masks.any(axis=0) if len(masks) else np.zeros((h, w), bool)
-    out = mask.astype(np.uint8) * 255
+    out: Any = np.asarray(mask, dtype=np.uint8) * 255  # (H, W)
     if dilation > 0 and out.any():
         k = 2 * dilation + 1
         out = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
@@ -48,7 +48,7 @@ def fit_to_multiple_of_8(size: tuple[int, int], max_side: int) -> tuple[int, int
 
 def paste_back(original: Image.Image, generated: Image.Image, mask: Image.Image, blur: int) -> Image.Image:
     """Only the (feathered) masked region of `generated` replaces the original; the rest stays byte-identical."""
-    generated = generated.convert("RGB").resize(original.size, Image.LANCZOS)
+    generated = generated.convert("RGB").resize(original.size, Image.Resampling.LANCZOS)
     alpha = mask.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else mask
     alpha = Image.fromarray(np.where(np.asarray(mask) > 0, np.maximum(np.asarray(alpha), 1), 0).astype(np.uint8), mode="L")
     return Image.composite(generated, original.convert("RGB"), alpha)
@@ -85,7 +85,7 @@ class DiffusersInpainter:
         self.pipe = pipeline
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> "DiffusersInpainter":
+    def load(cls, directory: str | Path, device: str | None = None) -> DiffusersInpainter:
         from diffusers import AutoPipelineForInpainting
 
         path = Path(directory).expanduser()
@@ -107,8 +107,8 @@ class DiffusersInpainter:
         result = self.pipe(
             prompt=prompt or REMOVE_PROMPT,
             negative_prompt=None if prompt else REMOVE_NEGATIVE,
-            image=image.convert("RGB").resize((w, h), Image.LANCZOS),
-            mask_image=mask.resize((w, h), Image.NEAREST),
+            image=image.convert("RGB").resize((w, h), Image.Resampling.LANCZOS),
+            mask_image=mask.resize((w, h), Image.Resampling.NEAREST),
             height=h,
             width=w,
             strength=settings.strength,

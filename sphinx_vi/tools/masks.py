@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-Box = Sequence[float]
+Box = Sequence[float]  # (x1, y1, x2, y2) pixels; any sequence (a Detection's box may be None-checked first)
 
 
 class Segmenter(Protocol):
@@ -75,7 +76,7 @@ class SamSegmenter:
         self._embedded: str | None = None
 
     @classmethod
-    def load(cls, checkpoint: str | Path, model_type: str = "vit_h", device: str | None = None) -> "SamSegmenter":
+    def load(cls, checkpoint: str | Path, model_type: str = "vit_h", device: str | None = None) -> SamSegmenter:
         path = Path(checkpoint).expanduser()
         builders = sam_builders()
         if model_type not in builders:

@@ -62,5 +62,5 @@ def save_tiny_inpaint_pipeline(directory: Path) -> Path:
     pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
                                           scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None,
                                           feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(directory / "sd")
+    pipe.save_pretrained(directory / "sd")  # type: ignore[attr-defined]  # DiffusionPipeline.save_pretrained
     return directory / "sd"

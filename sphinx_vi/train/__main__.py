@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         from .config import FIELDS, flag
 
         flags = [flag(name) for name in FIELDS]
-        for flag in unknown:
-            if flag.startswith("--"):
-                near = difflib.get_close_matches(flag.split("=")[0], flags, n=3, cutoff=0.5)
+        for option in unknown:
+            if option.startswith("--"):
+                near = difflib.get_close_matches(option.split("=")[0], flags, n=3, cutoff=0.5)
                 hint = f"; did you mean {', '.join(near)}?" if near else ""
-                print(f"error: unknown option {flag}{hint}", file=sys.stderr)
+                print(f"error: unknown option {option}{hint}", file=sys.stderr)
                 return 2
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
 

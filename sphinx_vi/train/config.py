@@ -25,7 +25,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, type) and is_dataclass(default):
         return field(default_factory=default, metadata={"help": help}, **kw)
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)  # type: ignore[misc]
     return field(default=default, metadata={"help": help}, **kw)
 
 
@@ -136,7 +136,7 @@ class TrainConfig:
             raise ValueError(f"unknown trainable part(s) {bad}; choose from {', '.join(PART_NAMES)}")
         if "llm" in self.trainable and "llm_lora" in self.trainable:
             raise ValueError("choose 'llm' (full) or 'llm_lora', not both")
-        for name, guide in self.guides.active():
+        for name, _guide in self.guides.active():
             if self.gradient_checkpointing:
                 raise ValueError(f"guides.{name} recomputes attention from activations that gradient_checkpointing "
                                  "discards: turn one of them off")
@@ -264,10 +264,10 @@ def flag(name: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per settable field (dotted for nested ones), documented from the dataclasses."""
-    for name, (owner, f) in FIELDS.items():
+    for name, (_owner, f) in FIELDS.items():
         if name == "stage":
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
         parser.add_argument(flag(name), dest=name, default=None, metavar="V",
                             help=f"{f.metadata['help']} (default: {default})")
 

@@ -87,7 +87,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     streams: list[Stream]
-    loaders: dict[str, Iterator[dict[str, Any]]]
+    loaders: dict[str, Iterator[Any]]  # stream name → its batches (dicts from `collate`)
     aux: list[AuxiliaryLoss]
     log: MetricsLog
     start: int  # the step it starts (or resumes) at
@@ -144,7 +144,7 @@ def setup(cfg: TrainConfig, model: SphinxViForConditionalGeneration, processor: 
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=tuple(cfg.betas))
+    optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=(cfg.betas[0], cfg.betas[1]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
     # The scheduler is not `prepare`d: accelerate would step it once per process per step, and our
     # data order does not depend on the world size. It is still saved with every checkpoint.
@@ -160,7 +160,7 @@ def setup(cfg: TrainConfig, model: SphinxViForConditionalGeneration, processor: 
 
     pad = processor.tokenizer.pad_token_id
     collate_fn = partial(collate_packed, capacity=cfg.max_length) if cfg.packing else collate
-    loaders = {}
+    loaders: dict[str, Iterator[Any]] = {}
     for s in streams:
         batches = _GlobalBatches(s.lengths, s.batch_size * world, rank, world, cfg.seed, start * cfg.grad_accum)
         loaders[s.name] = iter(DataLoader(s.dataset, batch_sampler=batches, num_workers=cfg.num_workers,

@@ -57,7 +57,7 @@ def quantize_language_model(model: SphinxViForConditionalGeneration) -> None:
 
 
 def lora_config(cfg: TrainConfig) -> LoraConfig:
-    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.effective_lora_alpha, lora_dropout=0.0,
+    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.effective_lora_alpha, lora_dropout=0.0,  # type: ignore[arg-type]  # a float alpha works
                       target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
 
 

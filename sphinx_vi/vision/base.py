@@ -42,7 +42,7 @@ class EncoderSpec:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EncoderSpec":
+    def from_dict(cls, data: dict[str, Any]) -> EncoderSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -64,6 +64,13 @@ class VisionBackend(nn.Module, ABC):
     """A vision tower that takes views in [0, 1] and returns tokens; frozen unless `trainable`."""
 
     produces_grid: ClassVar[bool] = True  # False: a query backend (Q-Former) reading another encoder
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers: the encoder's own normalisation
+    std: torch.Tensor
+
+    @classmethod
+    @abstractmethod
+    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> VisionBackend:
+        """The backend for `spec`: random init from its `arch`, or (`load_weights`) its `pretrained` checkpoint."""
 
     def __init__(self, spec: EncoderSpec, width: int, input_size: int) -> None:
         super().__init__()
@@ -90,7 +97,7 @@ class VisionBackend(nn.Module, ABC):
     def freeze_tower(self, tower: nn.Module) -> None:
         tower.requires_grad_(self.trainable)
 
-    def train(self, mode: bool = True) -> "VisionBackend":
+    def train(self, mode: bool = True) -> VisionBackend:
         # A frozen tower stays in eval mode (dropout, drop-path off) while the model trains.
         super().train(mode)
         if not self.trainable:

@@ -52,7 +52,7 @@ def _open_clip_image_size(open_clip_model: str) -> int:
 class ClipConvNeXt(VisionBackend):
     """Feature map of stem+stages (B, C, h, w); its mean is the "cls" token, as in SPHINX."""
 
-    def __init__(self, spec: EncoderSpec, trunk: torch.nn.Module) -> None:
+    def __init__(self, spec: EncoderSpec, trunk: Any) -> None:  # a timm ConvNeXt trunk
         if spec.feature_layer is not None:
             raise ValueError(f"encoder {spec.name!r}: feature_layer applies to ViT towers, not clip_convnext")
         model_name = spec.arch["open_clip_model"]
@@ -61,14 +61,14 @@ class ClipConvNeXt(VisionBackend):
         self.freeze_tower(self.trunk)
 
     @classmethod
-    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> "ClipConvNeXt":
+    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> ClipConvNeXt:
         model_name = spec.arch.get("open_clip_model")
         if not model_name:
             raise ValueError(f"encoder {spec.name!r}: arch needs 'open_clip_model' (e.g. 'convnext_xxlarge')")
         if load_weights and spec.pretrained:
             ref, _ = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
             clip = open_clip.create_model(model_name, pretrained=ref, require_pretrained=True)
-            trunk = clip.visual.trunk  # the text tower and the CLIP head are dropped
+            trunk: Any = clip.visual.trunk  # the text tower and the CLIP head are dropped
         else:
             trunk = timm.create_model(_timm_name(model_name), pretrained=False)
             trunk.reset_classifier(0)  # same module tree as open_clip's trunk

@@ -34,7 +34,7 @@ class HFVisionTower(VisionBackend):
         self.freeze_tower(self.model)
 
     @classmethod
-    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> "HFVisionTower":
+    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> HFVisionTower:
         if load_weights and spec.pretrained:
             ref, is_local = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
             model = cls.model_class.from_pretrained(ref, local_files_only=is_local or not allow_download)
@@ -73,7 +73,7 @@ class ClipViT(HFVisionTower):
         # CLIPVisionModel norms only the pooled token; SPHINX applies ln_post to all of them.
         if self.spec.feature_layer is not None:
             return super().tokens(pixels)
-        return self.model.post_layernorm(self.model(pixel_values=pixels).last_hidden_state)
+        return self.model.post_layernorm(self.model(pixel_values=pixels).last_hidden_state)  # type: ignore[operator]
 
 
 @register_backend("dinov2")

@@ -31,7 +31,7 @@ class VisionConfig:
     image_markers: bool = True  # learned begin/end-of-view embeddings around each view (LLaVA has none)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VisionConfig":
+    def from_dict(cls, data: dict[str, Any]) -> VisionConfig:
         data = dict(data)
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
@@ -116,10 +116,10 @@ class MixedVisionEncoder(nn.Module):
         self.projector = _projector(config.projector, in_width, llm_width)
         self.qformer: QFormer | None = query_backends[0] if query_backends else None  # type: ignore[assignment]
         if self.qformer is not None:
-            source = self.qformer.spec.source
+            source = self.qformer.spec.source or ""
             if source not in self.encoders:
                 raise ValueError(f"qformer source {source!r} is not a grid encoder; choose from {list(self.encoders)}")
-            self.qformer.bind_source(self.encoders[source].width)
+            self.qformer.bind_source(self.grid_encoders[source].width)
             self.qformer_projector = nn.Sequential(nn.Linear(self.qformer.width, llm_width), nn.LayerNorm(llm_width))
         self.position_proj: nn.Linear | None = None
         if config.position_features > 0:
@@ -142,9 +142,19 @@ class MixedVisionEncoder(nn.Module):
         nn.init.normal_(self.image_end, std=0.02)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the projector (what the towers' inputs are cast to)."""
+        return next(self.projector.parameters()).dtype
+
+    @property
     def towers(self) -> list[VisionBackend]:
         """Every pretrained tower: the grid encoders, then the Q-Former if there is one."""
-        return [*self.encoders.values()] + ([self.qformer] if self.qformer is not None else [])
+        return list(self.grid_encoders.values()) + ([self.qformer] if self.qformer is not None else [])
+
+    @property
+    def grid_encoders(self) -> dict[str, VisionBackend]:
+        """The grid encoders by name, in channel-concatenation order (`encoders`, typed)."""
+        return {name: enc for name, enc in self.encoders.items() if isinstance(enc, VisionBackend)}
 
     def _adapter_modules(self) -> list[nn.Module]:
         modules: list[nn.Module] = [self.projector]
@@ -213,7 +223,7 @@ class MixedVisionEncoder(nn.Module):
             grid = grid + self.position_proj(fourier).repeat(N, 1, 1)  # (N·V, g², D), views image-major like `views`
         queries = None
         if self.qformer is not None:
-            queries = self.qformer_projector(self.qformer(per_encoder[self.qformer.spec.source]))  # (N·V, Q, D)
+            queries = self.qformer_projector(self.qformer(per_encoder[self.qformer.spec.source or ""]))  # (N·V, Q, D)
         markers = (self.image_begin, self.image_end) if self.layout.markers else (None, None)
         per_view = self.layout.assemble(grid, cls if self.layout.cls else None, queries, *markers)  # (N·V, T, D)
         return per_view.reshape(N, V * per_view.shape[1], per_view.shape[-1])  # (N, V·T, D)

@@ -17,12 +17,12 @@ from .base import EncoderSpec, VisionBackend, register_backend, resolve_weights
 def _load_from_blip2_checkpoint(path: Path) -> tuple[Blip2QFormerModel, torch.Tensor]:
     """Pull the Q-Former and its query tokens out of a full BLIP-2 checkpoint without loading the LLM."""
     config = Blip2Config.from_pretrained(path)
-    model = Blip2QFormerModel(config.qformer_config)
+    model = Blip2QFormerModel(config.qformer_config)  # type: ignore[arg-type]  # a Blip2QFormerConfig once loaded
     state: dict[str, torch.Tensor] = {}
     query_tokens = None
     for file in sorted(path.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 - safe_open has keys() but is not iterable
                 if key.startswith("qformer."):
                     state[key[len("qformer.") :]] = f.get_tensor(key)
                 elif key == "query_tokens":
@@ -56,7 +56,7 @@ class QFormer(VisionBackend):
         self.source_proj: nn.Module = nn.Identity()  # set by `bind_source` once the source width is known
 
     @classmethod
-    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> "QFormer":
+    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> QFormer:
         if load_weights and spec.pretrained:
             ref, is_local = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
             path = Path(ref)
@@ -81,7 +81,7 @@ class QFormer(VisionBackend):
     def adapters(self) -> list[nn.Module]:
         return [self.source_proj]
 
-    def train(self, mode: bool = True) -> "QFormer":
+    def train(self, mode: bool = True) -> QFormer:
         super().train(mode)
         self.source_proj.train(mode)  # new, always-trained layer
         return self

@@ -9,7 +9,7 @@ from pathlib import Path
 from pycocotools.coco import COCO
 
 from ...grounding import COCO_KEYPOINTS, format_box, format_boxes, format_point
-from ...prompts import task_prompt
+from ...prompts import Lang, task_prompt
 from ...text.tokens import IMAGE_TOKEN
 from ..samples import LoadReport, LoadResult, Sample
 from .common import check_image
@@ -68,7 +68,7 @@ def annotation_target(coco: COCO, ann: dict, root: Path, report: LoadReport, che
 
 
 def load_coco_instances(
-    path: str | Path, image_root: str | Path | None = None, lang: str = "en",
+    path: str | Path, image_root: str | Path | None = None, lang: Lang = "en",
     names: dict[str, str] | None = None, check_images: bool = True,
 ) -> LoadResult:
     """Per image: one detection sample per category present, one REC sample per object alone in its category.
@@ -106,7 +106,7 @@ def load_coco_instances(
 
 
 def load_coco_keypoints(
-    path: str | Path, image_root: str | Path | None = None, lang: str = "en", check_images: bool = True
+    path: str | Path, image_root: str | Path | None = None, lang: Lang = "en", check_images: bool = True
 ) -> LoadResult:
     """One pose sample per annotated person: the prompt gives the box, the answer its labelled keypoints."""
     coco, root, report = _open(path, image_root)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from PIL import Image
 
@@ -73,7 +74,7 @@ def check_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
     try:
         with Image.open(path) as img:
             return None, img.size
-    except Exception:  # noqa: BLE001 - any failure to read the header is the same problem
+    except Exception:
         return "unreadable image", None
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LANGS = ("vi", "en")
+from ...prompts import Lang
+
+LANGS: tuple[Lang, ...] = ("vi", "en")
 
 
 @dataclass(frozen=True)

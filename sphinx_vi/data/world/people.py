@@ -98,7 +98,7 @@ def draw_people(img: Image.Image, people: list[Person], rng: random.Random, occl
             y0 = (k["left knee"][1] + k["left hip"][1]) / 2
             board = (p.box[0] - 2, y0, p.box[2] + 2, p.box[3] + 2)
             draw.rectangle(board, fill=(150, 150, 150), outline=(110, 110, 110))
-            for name, (x, y, v) in list(k.items()):
+            for name, (x, y, _v) in list(k.items()):
                 if board[0] <= x <= board[2] and board[1] <= y <= board[3]:
                     k[name] = (x, y, 1)
 

@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 from ...grounding import format_box, format_boxes, format_point
-from ...prompts import task_prompt
+from ...prompts import Lang, task_prompt
 from .glyphs import Chart, Word
 from .language import (
     PERSON,
@@ -30,7 +30,7 @@ def _relation_holds(rel: str, a: Shape, b: Shape) -> bool:
     return {"left": ax < x1, "right": ax > x2, "above": ay < y1, "below": ay > y2}[rel]
 
 
-def referring_expression(shapes: list[Shape], i: int, rng: random.Random, lang: str) -> str | None:
+def referring_expression(shapes: list[Shape], i: int, rng: random.Random, lang: Lang) -> str | None:
     """A phrase that picks out shape `i` alone: 'the red circle', or with a relation to a unique shape."""
     target = shapes[i]
     same = [s for j, s in enumerate(shapes) if j != i and s.kind == target.kind and s.colour == target.colour]
@@ -55,7 +55,7 @@ def referring_expression(shapes: list[Shape], i: int, rng: random.Random, lang: 
     return f"{base} {en} {other}" if lang == "en" else f"{base} {vi} {other}"
 
 
-def rec_and_reg(shapes: list[Shape], size: tuple[int, int], rng: random.Random, lang: str) -> tuple[list[QA], list[QA]]:
+def rec_and_reg(shapes: list[Shape], size: tuple[int, int], rng: random.Random, lang: Lang) -> tuple[list[QA], list[QA]]:
     rec, reg = [], []
     for i, s in enumerate(shapes):
         expr = referring_expression(shapes, i, random.Random(rng.random()), lang)
@@ -67,11 +67,11 @@ def rec_and_reg(shapes: list[Shape], size: tuple[int, int], rng: random.Random, 
     return rec, reg
 
 
-def _category(kind: Kind, lang: str) -> str:
+def _category(kind: Kind, lang: Lang) -> str:
     return kind.en_plural if lang == "en" else kind.vi
 
 
-def detection(shapes: list[Shape], size: tuple[int, int], kind: Kind, lang: str) -> QA:
+def detection(shapes: list[Shape], size: tuple[int, int], kind: Kind, lang: Lang) -> QA:
     boxes = [s.box for s in shapes if s.kind == kind]
     question = task_prompt("detect", lang, category=_category(kind, lang))
     if not boxes:
@@ -81,13 +81,13 @@ def detection(shapes: list[Shape], size: tuple[int, int], kind: Kind, lang: str)
     return question, answer
 
 
-def counting(shapes: list[Shape], kind: Kind, lang: str) -> QA:
+def counting(shapes: list[Shape], kind: Kind, lang: Lang) -> QA:
     n = sum(1 for s in shapes if s.kind == kind)
     q = f"How many {kind.en_plural} are there in the image?" if lang == "en" else f"Có bao nhiêu {kind.vi} trong ảnh?"
     return task_prompt("vqa_short", lang, question=q), str(n)
 
 
-def attribute(shapes: list[Shape], rng: random.Random, lang: str) -> QA | None:
+def attribute(shapes: list[Shape], rng: random.Random, lang: Lang) -> QA | None:
     kinds = Counter(s.kind for s in shapes)
     unique = [s for s in shapes if kinds[s.kind] == 1]
     if not unique:
@@ -100,7 +100,7 @@ def attribute(shapes: list[Shape], rng: random.Random, lang: str) -> QA | None:
     return task_prompt("vqa_short", lang, question=q), a
 
 
-def _region(s: Shape, size: tuple[int, int], lang: str) -> str:
+def _region(s: Shape, size: tuple[int, int], lang: Lang) -> str:
     cx, cy = s.centre
     col = min(2, int(3 * cx / size[0]))
     row = min(2, int(3 * cy / size[1]))
@@ -108,7 +108,7 @@ def _region(s: Shape, size: tuple[int, int], lang: str) -> str:
     return en if lang == "en" else vi
 
 
-def caption_real(shapes: list[Shape], lang: str) -> str:
+def caption_real(shapes: list[Shape], lang: Lang) -> str:
     """Short alt-text: what is there, grouped and counted."""
     groups = Counter((s.colour, s.kind) for s in shapes)
     parts = []
@@ -122,7 +122,7 @@ def caption_real(shapes: list[Shape], lang: str) -> str:
     return capitalise(join_list(parts, lang)) + "."
 
 
-def caption_dense(shapes: list[Shape], size: tuple[int, int], rng: random.Random, lang: str) -> str:
+def caption_dense(shapes: list[Shape], size: tuple[int, int], rng: random.Random, lang: Lang) -> str:
     """Long description: every shape with its box and region, plus relations between shapes."""
     n = len(shapes)
     if lang == "en":
@@ -144,23 +144,23 @@ def caption_dense(shapes: list[Shape], size: tuple[int, int], rng: random.Random
     return " ".join(lines)
 
 
-def keypoints(person: Person, size: tuple[int, int], lang: str) -> QA:
+def keypoints(person: Person, size: tuple[int, int], lang: Lang) -> QA:
     question = task_prompt("keypoints_box", lang, box=format_box(person.box, size))
     answer = ", ".join(f"<p>{name}</p> {format_point((x, y), size)}" for name, (x, y, v) in person.keypoints.items() if v > 0)
     return question, answer
 
 
-def people_detection(people: list[Person], size: tuple[int, int], lang: str) -> QA:
+def people_detection(people: list[Person], size: tuple[int, int], lang: Lang) -> QA:
     question = task_prompt("detect", lang, category=_category(PERSON, lang))
     return question, f"<p>{_category(PERSON, lang)}</p> {format_boxes([p.box for p in people], size)}"
 
 
-def ocr(words: list[Word], size: tuple[int, int], lang: str) -> QA:
+def ocr(words: list[Word], size: tuple[int, int], lang: Lang) -> QA:
     answer = ", ".join(f"<p>{w.text}</p> {format_box(w.box, size)}" for w in words)
     return task_prompt("text_detection", lang), answer
 
 
-def chart_table(chart: Chart, lang: str) -> QA:
+def chart_table(chart: Chart, lang: Lang) -> QA:
     header = "label | value" if lang == "en" else "nhãn | giá trị"
     rows = [f"{label} | {value}" for label, value in zip(chart.labels, chart.values)]
     return task_prompt("chart_to_table", lang), "\n".join([header, *rows])
