@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,3 +22,18 @@ def tiny_config():
     from sphinx_vi.presets import preset_config_dict
 
     return SphinxViConfig(**preset_config_dict("tiny"))
+
+
+@pytest.fixture(scope="session")
+def shapes_model():
+    """The embedded tiny-shapes checkpoint (trained: it writes boxes)."""
+    from sphinx_vi import SphinxVi
+
+    torch.set_num_threads(2)
+    return SphinxVi.from_pretrained("tiny-shapes")
+
+
+@pytest.fixture(scope="session")
+def world_image() -> Path:
+    """A synthetic-world scene shipped with the package."""
+    return Path(__file__).resolve().parents[1] / "sphinx_vi" / "assets" / "examples" / "world_shapes_1.png"

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from sphinx_vi import SphinxVi
 from sphinx_vi.grounding import parse
 from sphinx_vi.grounding.constraint import BoxGrammarConstraint
 from sphinx_vi.prompts import task_prompt
 from sphinx_vi.text.tokenizer import TINY_TOKENIZER, load_tokenizer
-
-WORLD_IMAGE = Path(__file__).resolve().parents[1] / "sphinx_vi" / "assets" / "examples" / "world_shapes_1.png"
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +20,6 @@ def tok():
 @pytest.fixture(scope="module")
 def grammar(tok):
     return BoxGrammarConstraint(tok)
-
-
-@pytest.fixture(scope="module")
-def shapes_model():
-    torch.set_num_threads(2)
-    return SphinxVi.from_pretrained("tiny-shapes")
 
 
 def _ids(tok, text: str) -> torch.Tensor:
@@ -195,30 +184,30 @@ class PushLettersIntoBoxes(LogitsProcessor):
         return scores
 
 
-def test_a_drifting_box_is_kept_readable_on_every_decoding_path(shapes_model):
+def test_a_drifting_box_is_kept_readable_on_every_decoding_path(shapes_model, world_image):
     vi = shapes_model
     tok = vi.processor.tokenizer
     drift = PushLettersIntoBoxes(vi.box_grammar, tok.convert_tokens_to_ids("p"))
     prompt = task_prompt("rec", "vi", expression="hình tròn màu đỏ")
 
-    free = vi.ask(WORLD_IMAGE, prompt, logits_processor=[drift], constrain_boxes=False)
+    free = vi.ask(world_image, prompt, logits_processor=[drift], constrain_boxes=False)
     assert "[p" in free.text and not free.detections  # what the constraint is for
 
-    kept = vi.ask(WORLD_IMAGE, prompt, logits_processor=[drift])  # lean greedy loop
+    kept = vi.ask(world_image, prompt, logits_processor=[drift])  # lean greedy loop
     assert "p" not in kept.text.split("[", 1)[1].split("]", 1)[0]
     assert len(kept.detections) == 1 and kept.detections[0].box is not None
-    beams = vi.ask(WORLD_IMAGE, prompt, logits_processor=[drift], num_beams=2)  # transformers' generate
+    beams = vi.ask(world_image, prompt, logits_processor=[drift], num_beams=2)  # transformers' generate
     assert beams.detections and beams.detections[0].box is not None
     vi._session = None
-    chat = vi.chat(WORLD_IMAGE, prompt, [], logits_processor=[drift])  # cached chat session
+    chat = vi.chat(world_image, prompt, [], logits_processor=[drift])  # cached chat session
     assert chat == kept.text
 
 
-def test_lean_loop_and_transformers_agree_with_the_constraint(shapes_model):
+def test_lean_loop_and_transformers_agree_with_the_constraint(shapes_model, world_image):
     vi = shapes_model
     texts = [vi.processor.apply_chat_template([{"role": "user", "content": f"<image>\n{p}"}])
              for p in (task_prompt("rec", "vi", expression="hình vuông màu xanh lá"), task_prompt("detect", "en", category="circles"))]
-    inputs = vi.processor(texts, [WORLD_IMAGE, WORLD_IMAGE])
+    inputs = vi.processor(texts, [world_image, world_image])
     kwargs = vi.generator.options(max_new_tokens=40)
     assert isinstance(kwargs["logits_processor"], LogitsProcessorList) and kwargs["logits_processor"][-1] is vi.box_grammar
     with torch.inference_mode():

@@ -18,14 +18,6 @@ def _inputs(tiny, n_images=1, prompt="<image>\nMô tả bức ảnh."):
     return tiny.processor(text, images)
 
 
-def test_processor_expands_each_image_into_the_models_token_count(tiny, model):
-    inputs = _inputs(tiny)
-    n = int((inputs["input_ids"] == model.config.image_token_id).sum())
-    assert n == model.config.layout.tokens_per_image == model.vision.layout.tokens_per_view * 5 == 115
-    assert inputs["pixel_values"].shape == (1, 5, 3, 32, 32)
-    assert "image_sizes" not in inputs  # sizes live with the loaded images; the model does not take them
-
-
 def test_forward_shapes_and_loss(tiny, model):
     inputs = _inputs(tiny)
     labels = inputs["input_ids"].clone()

@@ -150,6 +150,21 @@ def test_mixed_encoder_trains_only_its_own_layers():
     assert enc.projector[0].weight.grad is not None
 
 
+def test_mixed_encoder_names_its_adapters_and_its_towers():
+    """Every parameter is either a tower's (pretrained, frozen by default) or an adapter (always trained)."""
+    enc = _mixed(False)
+    names = {id(p): n for n, p in enc.named_parameters()}
+    adapters = {names[id(p)] for p in enc.adapter_parameters()}
+    towers = {names[id(p)] for p in enc.tower_parameters()}
+    assert adapters == {n for n, p in enc.named_parameters() if p.requires_grad}  # what a fresh encoder trains
+    assert not adapters & towers and adapters | towers == set(names.values())
+    assert "qformer.source_proj.weight" in adapters and "qformer.model.layernorm.weight" in towers
+    enc.set_towers_trainable(True)
+    assert all(p.requires_grad for p in enc.parameters())
+    enc.set_towers_trainable(False)
+    assert {n for n, p in enc.named_parameters() if p.requires_grad} == adapters  # adapters untouched both ways
+
+
 def test_mixed_encoder_validates_its_config():
     specs = [EncoderSpec(backend="qformer", source="clip_vit", arch=QF)]
     with pytest.raises(ValueError, match="at least one grid encoder"):

@@ -16,17 +16,6 @@ class QLoRAUnavailableError(RuntimeError):
     """QLoRA was asked for where it cannot run (no CUDA or no bitsandbytes)."""
 
 
-def projector_parameters(model: SphinxViForConditionalGeneration) -> list[torch.nn.Parameter]:
-    """The layers the mixed encoder owns: projectors, position map, begin/end embeddings, Q-Former adapter."""
-    v = model.vision
-    params = [*v.projector.parameters(), v.image_begin, v.image_end]
-    if v.position_proj is not None:
-        params += list(v.position_proj.parameters())
-    if v.qformer is not None:
-        params += list(v.qformer_projector.parameters()) + list(v.qformer.source_proj.parameters())
-    return params
-
-
 def qlora_quantization_config():
     """NF4 4-bit weights with bf16 compute, double quantisation (the QLoRA recipe)."""
     from transformers import BitsAndBytesConfig
@@ -69,13 +58,13 @@ def apply_trainable(model: SphinxViForConditionalGeneration, cfg: TrainConfig) -
     model.requires_grad_(False)
     model.vision.set_towers_trainable("vision" in cfg.trainable)
     counts: dict[str, int] = {}
-    if "projector" in cfg.trainable:
-        for p in projector_parameters(model):
+    if "projector" in cfg.trainable:  # every layer the mixed encoder adds around its towers
+        adapters = model.vision.adapter_parameters()
+        for p in adapters:
             p.requires_grad_(True)
-        counts["projector"] = sum(p.numel() for p in projector_parameters(model))
+        counts["projector"] = sum(p.numel() for p in adapters)
     if "vision" in cfg.trainable:
-        towers = [*model.vision.encoders.values()] + ([model.vision.qformer] if model.vision.qformer is not None else [])
-        counts["vision"] = sum(p.numel() for t in towers for p in t.parameters() if p.requires_grad)
+        counts["vision"] = sum(p.numel() for p in model.vision.tower_parameters())
     if "llm" in cfg.trainable:
         model.language_model.requires_grad_(True)
         counts["llm"] = sum(p.numel() for p in model.language_model.parameters())
