@@ -18,7 +18,11 @@ import argparse
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -82,97 +86,135 @@ def _plot_curve(rows: list[dict], baseline: float, out: Path) -> None:
     plt.close(fig)
 
 
-def run(out: Path, work: Path, train_images: int, heldout_images: int, eval_limit: int, ablations: bool,
-        embed: bool, stage2_steps: int | None, ablation_steps: int, stage0_steps: int = 5000,
-        stage1_steps: int | None = None) -> dict:
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+@dataclass
+class LearnConfig:
+    """The learning run: where it writes, how big the worlds are, how long each stage trains."""
 
-    def lap(name: str, t: float) -> None:
-        timings[name] = round(time.perf_counter() - t, 1)
-        print(f"[learn] {name}: {timings[name]:.0f} s (total {time.perf_counter() - t_start:.0f} s)")
+    out: Path  # the report (eval.json, README.md, curves, gallery)
+    work: Path  # data and runs (deleted first)
+    train_images: int = 4000
+    heldout_images: int = 500
+    eval_limit: int = 400  # held-out samples per task
+    ablations: bool = True
+    embed: bool = False  # install the stage-2 model as the embedded tiny-shapes checkpoint
+    stage0_steps: int = 5000
+    stage1_steps: int | None = None  # None: tiny_stage1.yaml's max_steps
+    stage2_steps: int | None = None  # None: tiny_stage2.yaml's max_steps
+    ablation_steps: int = 600
 
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(work, ignore_errors=True)
-    data, heldout = work / "data" / "train", work / "data" / "heldout"
-    t = time.perf_counter()
-    synthesize(data, train_images, seed=0)
-    synthesize(heldout, heldout_images, seed=1)
-    lap("synthesize", t)
 
-    t = time.perf_counter()
-    base = pretrain_towers(TowerPretrainConfig(steps=stage0_steps, batch_size=32), work / "stage0")
-    s1 = {"init": str(base), **({"max_steps": stage1_steps} if stage1_steps else {})}
-    lap("stage0", t)
+class Laps:
+    """Wall time of each phase, printed as it ends."""
 
-    t = time.perf_counter()
-    real = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_real"), captions="real", seed=1, **s1))
-    lap("stage1_real", t)
-    t = time.perf_counter()
-    synth = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic"), captions="synthetic", seed=2, **s1))
-    lap("stage1_synthetic", t)
-    merged = merge(real, synth, 0.5, work / "merged")
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
 
-    t = time.perf_counter()
-    s2_over = dict(data=str(data), out=str(work / "stage2"), init=str(merged), keep_checkpoints=100)
-    if stage2_steps:
-        s2_over["max_steps"] = stage2_steps
-    cfg2 = _config("tiny_stage2.yaml", **s2_over)
-    final = stage2(cfg2)
-    lap("stage2", t)
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t, 1)
+        print(f"[learn] {name}: {self.seconds[name]:.0f} s (total {time.perf_counter() - self.start:.0f} s)")
 
-    t = time.perf_counter()
-    report = evaluate(_generator(final), heldout, limit=eval_limit)
-    lap("eval", t)
-    print(format_report(report))
-    t = time.perf_counter()
-    curve = _checkpoint_curve(work / "stage2", heldout, limit=min(eval_limit, 200))
-    lap("eval_curve", t)
-    main_minutes = (time.perf_counter() - t_start) / 60
 
-    result = {k: v for k, v in report.items() if not k.startswith("_")}
+@dataclass
+class Trained:
+    """The checkpoints of the main pipeline."""
+
+    data: Path
+    heldout: Path
+    stage1: dict[str, Any]  # overrides both stage-1 runs share (init, steps)
+    real: Path
+    synthetic: Path
+    merged: Path
+    final: Path
+    stage2_steps: int
+
+
+def train_pipeline(cfg: LearnConfig, lap: Laps) -> Trained:
+    """Synthesize both worlds, stage 0, stage 1 twice, merge, stage 2."""
+    shutil.rmtree(cfg.work, ignore_errors=True)
+    data, heldout = cfg.work / "data" / "train", cfg.work / "data" / "heldout"
+    with lap("synthesize"):
+        synthesize(data, cfg.train_images, seed=0)
+        synthesize(heldout, cfg.heldout_images, seed=1)
+    with lap("stage0"):
+        base = pretrain_towers(TowerPretrainConfig(steps=cfg.stage0_steps, batch_size=32), cfg.work / "stage0")
+    s1 = {"init": str(base), **({"max_steps": cfg.stage1_steps} if cfg.stage1_steps else {})}
+    with lap("stage1_real"):
+        real = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_real"), captions="real", seed=1, **s1))
+    with lap("stage1_synthetic"):
+        synth = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_synthetic"), captions="synthetic",
+                               seed=2, **s1))
+    merged = merge(real, synth, 0.5, cfg.work / "merged")
+    s2 = dict(data=str(data), out=str(cfg.work / "stage2"), init=str(merged), keep_checkpoints=100,
+              **({"max_steps": cfg.stage2_steps} if cfg.stage2_steps else {}))
+    cfg2 = _config("tiny_stage2.yaml", **s2)
+    with lap("stage2"):
+        final = stage2(cfg2)
+    return Trained(data, heldout, s1, real, synth, merged, final, cfg2.max_steps)
+
+
+def ablate(cfg: LearnConfig, run: Trained, lap: Laps) -> dict[str, Any]:
+    """Stage 2 from each stage-1 model at one short budget (REC, VQA); stage 1 without text-only batches (text loss)."""
+    out: dict[str, Any] = {}
+    for name, init in (("merged", run.merged), ("real_only", run.real), ("synthetic_only", run.synthetic)):
+        with lap(f"ablation_stage2_{name}"):
+            model = stage2(_config("tiny_stage2.yaml", data=str(run.data), out=str(cfg.work / f"ablation_stage2_{name}"),
+                                   init=str(init), max_steps=cfg.ablation_steps, save_every=cfg.ablation_steps))
+            r = evaluate(_generator(model), run.heldout, limit=cfg.eval_limit, tasks=["rec", "vqa"])
+            out[f"stage2_from_{name}"] = {k: v for k, v in r.items() if not k.startswith("_")}
+    with lap("ablation_text_mixing"):
+        no_text = stage1(_config("tiny_stage1.yaml", data=str(run.data), out=str(cfg.work / "stage1_synthetic_no_text"),
+                                 captions="synthetic", seed=2, text_loss_weight=0.0, **run.stage1))
+        out["stage1_text_loss_heldout"] = {
+            "with_text_mixing": evaluate(_generator(run.synthetic), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
+            "without_text_mixing": evaluate(_generator(no_text), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
+        }
+    out["stage2_steps"] = cfg.ablation_steps
+    return out
+
+
+def write_report(cfg: LearnConfig, run: Trained, report: dict[str, Any], result: dict[str, Any]) -> None:
+    """eval.json, the loss and REC curves, the REC gallery and README.md under `cfg.out`; the embedded model if asked."""
     rec_results = report.get("_rec_results", [])
     if rec_results:
-        draw_rec_gallery(rec_results[:16], out / "rec_examples.png")
-    result.update({"rec_examples": [(r.question, r.answer) for r in rec_results[:5]], "rec_curve": curve,
-                   "main_pipeline_minutes": round(main_minutes, 1), "timings_s": timings,
-                   "train_images": train_images, "heldout_images": heldout_images, "eval_limit": eval_limit,
-                   "stage2_steps": cfg2.max_steps, "stage0_steps": stage0_steps})
-
-    if ablations:
-        abl: dict = {}
-        for name, init in (("merged", merged), ("real_only", real), ("synthetic_only", synth)):
-            t = time.perf_counter()
-            run_dir = work / f"ablation_stage2_{name}"
-            model = stage2(_config("tiny_stage2.yaml", data=str(data), out=str(run_dir), init=str(init), max_steps=ablation_steps,
-                                   save_every=ablation_steps))
-            r = evaluate(_generator(model), heldout, limit=eval_limit, tasks=["rec", "vqa"])
-            abl[f"stage2_from_{name}"] = {k: v for k, v in r.items() if not k.startswith("_")}
-            lap(f"ablation_stage2_{name}", t)
-        t = time.perf_counter()
-        no_text = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(work / "stage1_synthetic_no_text"),
-                                 captions="synthetic", seed=2, text_loss_weight=0.0, **s1))
-        abl["stage1_text_loss_heldout"] = {
-            "with_text_mixing": evaluate(_generator(synth), heldout, limit=eval_limit, tasks=[])["text_loss"],
-            "without_text_mixing": evaluate(_generator(no_text), heldout, limit=eval_limit, tasks=[])["text_loss"],
-        }
-        lap("ablation_text_mixing", t)
-        abl["stage2_steps"] = ablation_steps
-        result["ablations"] = abl
-
-    (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        draw_rec_gallery(rec_results[:16], cfg.out / "rec_examples.png")
+    (cfg.out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     for name in ("stage1_real", "stage1_synthetic", "stage2"):
-        shutil.copy(work / name / "loss.png", out / f"loss_{name}.png")
-        shutil.copy(work / name / "metrics.jsonl", out / f"metrics_{name}.jsonl")
-    shutil.copy(work / "stage0" / "metrics.jsonl", out / "metrics_stage0.jsonl")
-    if curve:
-        _plot_curve(curve, report["rec_acc50_baseline"], out / "rec_curve.png")
-    if embed:
+        shutil.copy(cfg.work / name / "loss.png", cfg.out / f"loss_{name}.png")
+        shutil.copy(cfg.work / name / "metrics.jsonl", cfg.out / f"metrics_{name}.jsonl")
+    shutil.copy(cfg.work / "stage0" / "metrics.jsonl", cfg.out / "metrics_stage0.jsonl")
+    if result["rec_curve"]:
+        _plot_curve(result["rec_curve"], report["rec_acc50_baseline"], cfg.out / "rec_curve.png")
+    if cfg.embed:
         target = EMBEDDED_MODELS["tiny-shapes"]
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(final, target)
+        shutil.copytree(run.final, target)
         print(f"[learn] embedded model installed at {target}")
-    (out / "README.md").write_text(summary_markdown(result), encoding="utf-8")
+    (cfg.out / "README.md").write_text(summary_markdown(result), encoding="utf-8")
+
+
+def run(cfg: LearnConfig) -> dict[str, Any]:
+    """The whole learning proof; returns what eval.json holds."""
+    lap = Laps()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    trained = train_pipeline(cfg, lap)
+    with lap("eval"):
+        report = evaluate(_generator(trained.final), trained.heldout, limit=cfg.eval_limit)
+    print(format_report(report))
+    with lap("eval_curve"):
+        curve = _checkpoint_curve(cfg.work / "stage2", trained.heldout, limit=min(cfg.eval_limit, 200))
+    rec_results = report.get("_rec_results", [])
+    result = {k: v for k, v in report.items() if not k.startswith("_")}
+    result.update({"rec_examples": [(r.question, r.answer) for r in rec_results[:5]], "rec_curve": curve,
+                   "main_pipeline_minutes": round((time.perf_counter() - lap.start) / 60, 1), "timings_s": lap.seconds,
+                   "train_images": cfg.train_images, "heldout_images": cfg.heldout_images, "eval_limit": cfg.eval_limit,
+                   "stage2_steps": trained.stage2_steps, "stage0_steps": cfg.stage0_steps})
+    if cfg.ablations:
+        result["ablations"] = ablate(cfg, trained, lap)
+    write_report(cfg, trained, report, result)
     return result
 
 
@@ -240,8 +282,8 @@ def main() -> None:
     p.add_argument("--embed", action="store_true", help="install the result as the embedded tiny-shapes model")
     args = p.parse_args()
     torch.set_num_threads(2)
-    run(args.out, args.work, args.train_images, args.heldout_images, args.eval_limit, not args.no_ablations,
-        args.embed, args.stage2_steps, args.ablation_steps, args.stage0_steps, args.stage1_steps)
+    run(LearnConfig(args.out, args.work, args.train_images, args.heldout_images, args.eval_limit, not args.no_ablations,
+                    args.embed, args.stage0_steps, args.stage1_steps, args.stage2_steps, args.ablation_steps))
 
 
 if __name__ == "__main__":
