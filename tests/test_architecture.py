@@ -124,3 +124,27 @@ def test_nothing_in_the_library_imports_experiments_or_benchmarks():
     library = [m for m in GRAPH if not any(_inside(m, p) for p in ("sphinx_vi.experiments", "sphinx_vi.bench"))]
     for module in library:
         assert not any(_inside(r, "sphinx_vi.experiments") or _inside(r, "sphinx_vi.bench") for r in GRAPH[module]), module
+
+
+# docs/ARCHITECTURE.md, "Layers": a module may import its own layer and the layers before it.
+LAYERS = [
+    ["sphinx_vi.text", "sphinx_vi.images", "sphinx_vi.views", "sphinx_vi.grounding", "sphinx_vi.prompts", "sphinx_vi.fonts",
+     "sphinx_vi.draw", "sphinx_vi.assets"],
+    ["sphinx_vi.vision", "sphinx_vi.configuration", "sphinx_vi.modeling", "sphinx_vi.processing", "sphinx_vi.presets",
+     "sphinx_vi.decoding", "sphinx_vi.packed_attention"],
+    ["sphinx_vi.factory", "sphinx_vi.generation", "sphinx_vi.session", "sphinx_vi.data", "sphinx_vi.guidance"],
+    ["sphinx_vi.train", "sphinx_vi.eval", "sphinx_vi.api", "sphinx_vi.tools", "sphinx_vi.convert",
+     "sphinx_vi.summary"],
+    ["sphinx_vi.cli", "sphinx_vi.__main__", "sphinx_vi.bench", "sphinx_vi.experiments", "sphinx_vi"],
+]
+
+
+def _layer(module: str) -> int:
+    found = [i for i, layer in enumerate(LAYERS) for p in layer if _inside(module, p) and (p != "sphinx_vi" or module == p)]
+    assert found, f"{module} is in no layer of docs/ARCHITECTURE.md"
+    return min(found)
+
+
+def test_every_import_goes_to_the_same_layer_or_a_lower_one():
+    upward = sorted(f"{m} → {r}" for m in GRAPH for r in GRAPH[m] if _layer(r) > _layer(m))
+    assert upward == []
