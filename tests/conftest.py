@@ -37,3 +37,20 @@ def shapes_model():
 def world_image() -> Path:
     """A synthetic-world scene shipped with the package."""
     return Path(__file__).resolve().parents[1] / "sphinx_vi" / "assets" / "examples" / "world_shapes_1.png"
+
+
+@pytest.fixture
+def chat(tmp_path):
+    """chat(question, answer, task="rec") → a one-turn Sample about a blank 64 px scene."""
+    from PIL import Image
+
+    from sphinx_vi.data import Sample
+
+    path = tmp_path / "scene.png"
+    Image.new("RGB", (64, 64), (240, 240, 240)).save(path)
+
+    def make(question: str, answer: str, task: str = "rec") -> Sample:
+        messages = [{"role": "user", "content": f"<image>\n{question}"}, {"role": "assistant", "content": answer}]
+        return Sample(task, messages, [path], task=task)
+
+    return make

@@ -2,24 +2,11 @@
 
 import pytest
 import torch
-from PIL import Image
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from sphinx_vi.data import Sample, SampleEncoder, collate, collate_packed
+from sphinx_vi.data import SampleEncoder, collate, collate_packed
 from sphinx_vi.guidance import AttentionGuide, GuideTargets, TargetReader, UnsupportedGuideModelError, box_term, phrase_term
 from sphinx_vi.prompts import task_prompt
-
-
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "scene.png"
-    Image.new("RGB", (64, 64), (240, 240, 240)).save(path)
-    return path
-
-
-def _chat(image, question, answer, task="rec"):
-    return Sample(task, [{"role": "user", "content": f"<image>\n{question}"}, {"role": "assistant", "content": answer}],
-                  [image], task=task)
 
 
 def _guided_forward(model, guide, targets, batch):
@@ -42,12 +29,12 @@ def _reader(vi):
     return TargetReader(vi.processor.tokenizer, vi.model.config.image_token_id, vi.model.vision.layout)
 
 
-def test_hook_loss_is_minus_log_attention_mass_of_the_real_heads(tiny, image):
+def test_hook_loss_is_minus_log_attention_mass_of_the_real_heads(tiny, chat):
     """The hook's recomputed attention equals the model's own (eager, output_attentions) per guided head."""
     model = tiny.model
     enc = SampleEncoder(tiny.processor)
-    batch = collate([enc(_chat(image, "Tìm: ngôi sao.", "[0.50,0.00,1.00,0.50]")),
-                     enc(_chat(image, "Tìm: hình thoi dài hơn.", "[0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
+    batch = collate([enc(chat("Tìm: ngôi sao.", "[0.50,0.00,1.00,0.50]")),
+                     enc(chat("Tìm: hình thoi dài hơn.", "[0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
     targets = _reader(tiny).box(batch["input_ids"], batch["labels"], lead_weight=2.5)
     guide = AttentionGuide(model.language_model, [1], 3, box_term)  # 3 of 4 heads, 2 kv heads
     query, focus, out, loss = _guided_forward(model, guide, targets, batch)
@@ -59,11 +46,11 @@ def test_hook_loss_is_minus_log_attention_mass_of_the_real_heads(tiny, image):
     assert loss.requires_grad and guide.pop_loss() is None  # consumed; hooks removed
 
 
-def test_packed_rows_give_the_same_box_loss_as_padded_ones(tiny, image):
+def test_packed_rows_give_the_same_box_loss_as_padded_ones(tiny, chat):
     model = tiny.model
     enc = SampleEncoder(tiny.processor)
-    encoded = [enc(_chat(image, "Tìm: ngôi sao.", "[0.50,0.00,1.00,0.50]")),
-               enc(_chat(image, "Vùng [0.1,0.1,0.4,0.4] là gì?", "hình tròn", task="reg"))]
+    encoded = [enc(chat("Tìm: ngôi sao.", "[0.50,0.00,1.00,0.50]")),
+               enc(chat("Vùng [0.1,0.1,0.4,0.4] là gì?", "hình tròn", task="reg"))]
     pad = tiny.processor.tokenizer.pad_token_id
     losses = []
     for batch in (collate(encoded, pad), collate_packed(encoded, pad, capacity=4096)):
@@ -90,11 +77,11 @@ def test_guide_rejects_layers_and_heads_the_model_lacks(tiny):
         AttentionGuide(tiny.model.language_model, [0], 9, box_term, "guides.box")
 
 
-def test_phrase_hook_loss_is_minus_mean_log_attention_over_the_phrase(tiny, image):
+def test_phrase_hook_loss_is_minus_mean_log_attention_over_the_phrase(tiny, chat):
     model = tiny.model
     enc = SampleEncoder(tiny.processor)
-    batch = collate([enc(_chat(image, task_prompt("rec", "en", expression="the big star"), "[0.50,0.00,1.00,0.50]")),
-                     enc(_chat(image, "Tìm.", "<p>hình thoi</p> [0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
+    batch = collate([enc(chat(task_prompt("rec", "en", expression="the big star"), "[0.50,0.00,1.00,0.50]")),
+                     enc(chat("Tìm.", "<p>hình thoi</p> [0.00,0.50,0.40,1.00]"))], tiny.processor.tokenizer.pad_token_id)
     guide = AttentionGuide(model.language_model, [0], 3, phrase_term)
     query, focus, out, loss = _guided_forward(model, guide, _reader(tiny).phrase(batch["input_ids"], batch["labels"]), batch)
     probs = out.attentions[0][:, :3]  # (B, 3, L, L)

@@ -2,36 +2,23 @@
 
 import pytest
 import torch
-from PIL import Image
 
 from sphinx_vi.data import Sample, SampleEncoder, collate
 from sphinx_vi.guidance import AttentionGuide, TargetReader, box_term, coordinate_groups
 from sphinx_vi.prompts import find_phrase, task_prompt
 
 
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "scene.png"
-    Image.new("RGB", (64, 64), (240, 240, 240)).save(path)
-    return path
-
-
-def _chat(image, question, answer, task="rec"):
-    return Sample(task, [{"role": "user", "content": f"<image>\n{question}"}, {"role": "assistant", "content": answer}],
-                  [image], task=task)
-
-
 def _reader(vi):
     return TargetReader(vi.processor.tokenizer, vi.model.config.image_token_id, vi.model.vision.layout)
 
 
-def test_targets_guide_every_box_and_point_to_its_own_cells(tiny, image):
+def test_targets_guide_every_box_and_point_to_its_own_cells(tiny, chat):
     enc = SampleEncoder(tiny.processor)
     samples = [
-        _chat(image, "Tìm: hình tròn màu đỏ.", "[0.00,0.00,0.30,0.30]"),  # REC: the answer's box
-        _chat(image, "Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông màu xanh lá", task="reg"),  # REG: the question's box
-        _chat(image, "Phát hiện các hình tròn.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
-        _chat(image, "Các khớp?", "<p>nose</p> [0.10,0.90], <p>left eye</p> [0.90,0.10]", task="keypoints"),
+        chat("Tìm: hình tròn màu đỏ.", "[0.00,0.00,0.30,0.30]"),  # REC: the answer's box
+        chat("Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông màu xanh lá", task="reg"),  # REG: the question's box
+        chat("Phát hiện các hình tròn.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
+        chat("Các khớp?", "<p>nose</p> [0.10,0.90], <p>left eye</p> [0.90,0.10]", task="keypoints"),
         Sample("t", [{"role": "user", "content": "Xin chào [0.1,0.1,0.2,0.2]"}, {"role": "assistant", "content": "[0.1,0.1,0.2,0.2]"}]),
     ]
     batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
@@ -62,12 +49,12 @@ def test_targets_guide_every_box_and_point_to_its_own_cells(tiny, image):
     assert not query[4].any()  # no image: nothing to look at
 
 
-def test_lead_weight_falls_on_the_positions_that_choose_each_box(tiny, image):
+def test_lead_weight_falls_on_the_positions_that_choose_each_box(tiny, chat):
     """The rows predicting a box's opening and first number (up to its comma) get the lead weight, the rest 1."""
     enc = SampleEncoder(tiny.processor)
-    samples = [_chat(image, "Tìm: hình tròn màu đỏ.", "[0.00,0.10,0.30,0.30]"),
-               _chat(image, "Phát hiện.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
-               _chat(image, "Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông", task="reg")]
+    samples = [chat("Tìm: hình tròn màu đỏ.", "[0.00,0.10,0.30,0.30]"),
+               chat("Phát hiện.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
+               chat("Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông", task="reg")]
     batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
     reader = _reader(tiny)
     query, focus = reader.box(batch["input_ids"], batch["labels"], lead_weight=3.0)
@@ -85,15 +72,15 @@ def test_lead_weight_falls_on_the_positions_that_choose_each_box(tiny, image):
         reader.box(batch["input_ids"], batch["labels"], lead_weight=0.0)
 
 
-def test_phrase_targets_point_each_box_lead_at_the_phrase_it_grounds(tiny, image):
+def test_phrase_targets_point_each_box_lead_at_the_phrase_it_grounds(tiny, chat):
     enc = SampleEncoder(tiny.processor)
     rec_q = task_prompt("rec", "vi", expression="hình tròn màu đỏ")
     samples = [
-        _chat(image, rec_q, "[0.00,0.00,0.30,0.30]"),  # REC: the question's expression
-        _chat(image, "Phát hiện các hình tròn.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
-        _chat(image, "Các khớp?", "<p>nose</p> [0.10,0.90], <p>left eye</p> [0.90,0.10]", task="keypoints"),
-        _chat(image, "Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông màu xanh lá", task="reg"),  # no box written: no phrase term
-        _chat(image, "Ở đâu?", "[0.10,0.10,0.40,0.40]"),  # no known prompt, no tagged phrase: nothing to read
+        chat(rec_q, "[0.00,0.00,0.30,0.30]"),  # REC: the question's expression
+        chat("Phát hiện các hình tròn.", "<p>hình tròn</p> [0.00,0.00,0.20,0.20;0.70,0.70,0.90,0.90]", task="detection"),
+        chat("Các khớp?", "<p>nose</p> [0.10,0.90], <p>left eye</p> [0.90,0.10]", task="keypoints"),
+        chat("Mô tả vùng [0.60,0.60,1.00,1.00].", "hình vuông màu xanh lá", task="reg"),  # no box written: no phrase term
+        chat("Ở đâu?", "[0.10,0.10,0.40,0.40]"),  # no known prompt, no tagged phrase: nothing to read
     ]
     batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
     query, focus = _reader(tiny).phrase(batch["input_ids"], batch["labels"])
@@ -112,9 +99,9 @@ def test_phrase_targets_point_each_box_lead_at_the_phrase_it_grounds(tiny, image
     assert query[0].max() == 1.0  # no lead weight: every guided row is a lead row
 
 
-def test_degenerate_boxes_and_far_edge_points_never_give_an_infinite_loss(tiny, image):
+def test_degenerate_boxes_and_far_edge_points_never_give_an_infinite_loss(tiny, chat):
     enc = SampleEncoder(tiny.processor)
-    samples = [_chat(image, "Tìm.", "[0.50,0.10,0.50,0.40]"), _chat(image, "Điểm?", "<p>nose</p> [1.00,1.00]", task="keypoints")]
+    samples = [chat("Tìm.", "[0.50,0.10,0.50,0.40]"), chat("Điểm?", "<p>nose</p> [1.00,1.00]", task="keypoints")]
     batch = collate([enc(s) for s in samples], tiny.processor.tokenizer.pad_token_id)
     targets = _reader(tiny).box(batch["input_ids"], batch["labels"])
     query, focus = targets
