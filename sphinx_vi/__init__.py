@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from .api import GroundedAnswer, SphinxVi
 from .configuration import SphinxViConfig
+from .generation import Generator
 from .grounding import Detection, ParseResult, format_box, parse
 from .images import ImageError, ImageTooLargeError, load_image
 from .modeling import ImageTokenMismatchError, SphinxViForConditionalGeneration
@@ -22,6 +23,7 @@ AutoModelForImageTextToText.register(SphinxViConfig, SphinxViForConditionalGener
 __version__ = "0.1.0"
 __all__ = [
     "Detection",
+    "Generator",
     "GroundedAnswer",
     "ImageError",
     "ImageTokenMismatchError",

@@ -15,6 +15,9 @@ def test_public_imports():
     import sphinx_vi
 
     assert sphinx_vi.SphinxVi is SphinxVi and sphinx_vi.Detection is Detection
+    from sphinx_vi.generation import Generator
+
+    assert sphinx_vi.Generator is Generator and set(sphinx_vi.__all__) <= set(dir(sphinx_vi))
 
 
 def test_chat_accepts_paths_pil_and_arrays(tiny):
