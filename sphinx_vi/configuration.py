@@ -19,6 +19,8 @@ class SphinxViConfig(PretrainedConfig):
     text_config: the causal LM's config (Mistral for Vistral); any `AutoModelForCausalLM` works.
     text_pretrained: where the LLM weights come from when building from parts (path or hub id).
     tokenizer: `builtin:tiny`, a local directory, or a hub id.
+    chat_template: the prompt format the model was trained with (`text.templates`), or None for the
+        tokenizer's own (a tokenizer without one is refused).
     image_token_id: id of `<image>` in the tokenizer; the processor expands it, the model fills it.
     """
 
@@ -32,6 +34,7 @@ class SphinxViConfig(PretrainedConfig):
         text_config: dict | PretrainedConfig | None = None
     text_pretrained: str | None = None
     tokenizer: str = TINY_TOKENIZER
+    chat_template: str | None = None
     image_token_id: int = 4
     tie_word_embeddings: bool = False
 
@@ -50,7 +53,10 @@ class SphinxViConfig(PretrainedConfig):
 
     @property
     def pad_colour(self) -> tuple[int, int, int]:
-        """Canvas colour for padding: the first encoder's normalisation mean, in 0–255."""
+        """Canvas colour for padding: `vision.pad_colour`, else the first encoder's normalisation mean in 0–255, rounded."""
+        if self.vision_config.pad_colour is not None:
+            r, g, b = self.vision_config.pad_colour
+            return (int(r), int(g), int(b))
         encoders = self.vision_config.encoders
         mean = encoders[0].mean if encoders else (0.5, 0.5, 0.5)
         return tuple(int(round(255 * m)) for m in mean)  # type: ignore[return-value]

@@ -96,13 +96,17 @@ class Generator:
         tok = self.processor.tokenizer
         kwargs.setdefault("pad_token_id", tok.pad_token_id)
         kwargs.setdefault("eos_token_id", tok.eos_token_id)
+        if self.processor.stop_strings and "stop_strings" not in kwargs:  # the template's end of answer (SPHINX: "\n###")
+            kwargs.update(stop_strings=list(self.processor.stop_strings), tokenizer=tok)
         if constrain:
             kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), self.box_grammar])
         return kwargs
 
     def decode_new(self, sequences: torch.Tensor, prompt_length: int) -> list[str]:
-        """(B, L + n) generated ids → the n new tokens of each row as stripped text."""
+        """(B, L + n) generated ids → the n new tokens of each row as stripped text, cut at the template's stop string."""
         texts = self.processor.tokenizer.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)
+        for stop in self.processor.stop_strings:
+            texts = [t.split(stop, 1)[0] for t in texts]
         return [t.strip() for t in texts]
 
     def generate(self, images: Sequence[Image.Image], conversations: Sequence[list[Message]], **gen: Any) -> list[str]:

@@ -14,6 +14,7 @@ from transformers import BatchFeature, PreTrainedTokenizerBase
 
 from .configuration import SphinxViConfig
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .text.templates import template_of
 from .text.tokenizer import load_tokenizer
 from .text.tokens import IMAGE_TOKEN
 from .views import make_views
@@ -73,8 +74,14 @@ class SphinxViProcessor:
     @classmethod
     def from_model_config(cls, config: SphinxViConfig, tokenizer: PreTrainedTokenizerBase | None = None,
                           allow_download: bool = False) -> SphinxViProcessor:
-        tokenizer = tokenizer or load_tokenizer(config.tokenizer, allow_download=allow_download)
+        tokenizer = tokenizer or load_tokenizer(config.tokenizer, allow_download=allow_download, template=config.chat_template)
         return cls(tokenizer, ProcessorSettings.from_model_config(config))
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Text besides EOS that ends an answer in this tokenizer's template (`text.templates`)."""
+        template = template_of(self.tokenizer.chat_template)
+        return template.stop_strings if template is not None else ()
 
     # --- images -------------------------------------------------------------------------------
     def load(self, image: ImageInput) -> Image.Image:

@@ -16,6 +16,7 @@ from transformers import (
 
 from sphinx_vi.vision import EncoderSpec, MixedVisionEncoder, VisionConfig, WeightsNotFoundError, build_backend
 from sphinx_vi.vision.convnext import TINY_OPEN_CLIP_MODEL
+from sphinx_vi.weights import IncompleteWeightsError
 
 VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
 QF = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, encoder_hidden_size=24, cross_attention_frequency=1, vocab_size=8)
@@ -51,7 +52,7 @@ def _assert_same_features(a, b, pixels):
 def test_open_clip_convnext_loads_from_an_open_clip_checkpoint_file(tmp_path):
     torch.manual_seed(1)
     clip = open_clip.create_model(TINY_OPEN_CLIP_MODEL)  # the library's own model and format
-    path = tmp_path / "open_clip_pytorch_model.bin"
+    path = tmp_path / "open_clip_pytorch_model.bin"  # as an open_clip hub snapshot names it
     torch.save(clip.state_dict(), path)
     spec = EncoderSpec(backend="clip_convnext", arch={"open_clip_model": TINY_OPEN_CLIP_MODEL}, pretrained=str(path))
     loaded = build_backend(spec, load_weights=True)
@@ -59,6 +60,9 @@ def test_open_clip_convnext_loads_from_an_open_clip_checkpoint_file(tmp_path):
     rebuilt = build_backend(EncoderSpec(backend="clip_convnext", arch=loaded.architecture()))
     rebuilt.load_state_dict(loaded.state_dict())  # same module tree without open_clip
     _assert_same_features(loaded, rebuilt, _pixels(size=64))
+    from_dir = build_backend(EncoderSpec(backend="clip_convnext", arch={"open_clip_model": TINY_OPEN_CLIP_MODEL},
+                                         pretrained=str(tmp_path)), load_weights=True)  # the snapshot directory itself
+    torch.testing.assert_close(from_dir.trunk.stem[0].weight, clip.visual.trunk.stem[0].weight)
 
 
 @pytest.mark.parametrize(
@@ -82,28 +86,53 @@ def test_transformers_towers_load_from_a_saved_directory(tmp_path, backend, mode
     _assert_same_features(enc, rebuilt, _pixels())
 
 
-def test_qformer_loads_from_its_own_directory_and_from_a_full_blip2_checkpoint(tmp_path):
+def _tiny_blip2() -> Blip2Model:
     torch.manual_seed(3)
-    qf = Blip2QFormerModel(Blip2QFormerConfig(**QF))
-    qf.save_pretrained(tmp_path / "qformer")
-    spec = EncoderSpec(backend="qformer", source="x", num_queries=4, pretrained=str(tmp_path / "qformer"))
-    enc = build_backend(spec, load_weights=True)
-    torch.testing.assert_close(enc.model.layernorm.weight, qf.layernorm.weight)
-
-    blip2_cfg = Blip2Config(
+    return Blip2Model(Blip2Config(
         vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8),
         qformer_config=QF,
         text_config=dict(model_type="opt", vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
                          word_embed_proj_dim=16, max_position_embeddings=32),
         num_query_tokens=6,
-    )
-    blip2 = Blip2Model(blip2_cfg)
+    ))
+
+
+def test_qformer_loads_from_a_full_blip2_checkpoint_sharded_or_not(tmp_path):
+    blip2 = _tiny_blip2()
     blip2.save_pretrained(tmp_path / "blip2")
-    spec = EncoderSpec(backend="qformer", source="x", pretrained=str(tmp_path / "blip2"))
-    enc = build_backend(spec, load_weights=True)
-    assert spec.num_queries == 6
-    torch.testing.assert_close(enc.query_tokens.data, blip2.query_tokens.data)
-    torch.testing.assert_close(enc.model.encoder.layer[0].attention.attention.query.weight, blip2.qformer.encoder.layer[0].attention.attention.query.weight)
+    blip2.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")  # several shards + model.safetensors.index.json
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    for directory in ("blip2", "sharded"):
+        spec = EncoderSpec(backend="qformer", source="x", pretrained=str(tmp_path / directory))
+        enc = build_backend(spec, load_weights=True)
+        assert spec.num_queries == 6
+        torch.testing.assert_close(enc.query_tokens.data, blip2.query_tokens.data)
+        for key, value in blip2.qformer.state_dict().items():  # every Q-Former weight, not a sample
+            torch.testing.assert_close(enc.model.state_dict()[key], value)
+
+
+def test_a_qformer_without_its_queries_or_weights_is_refused(tmp_path):
+    """Blip2QFormerModel alone has no learned queries; a checkpoint missing weights would leave them random."""
+    Blip2QFormerModel(Blip2QFormerConfig(**QF)).save_pretrained(tmp_path / "qformer")
+    with pytest.raises(ValueError, match="not a full BLIP-2 checkpoint"):
+        build_backend(EncoderSpec(backend="qformer", source="x", pretrained=str(tmp_path / "qformer")), load_weights=True)
+    blip2 = _tiny_blip2()
+    state = {k: v for k, v in blip2.state_dict().items() if "qformer.encoder.layer.0.output_query." not in k}
+    blip2.save_pretrained(tmp_path / "cut", state_dict=state)
+    with pytest.raises(IncompleteWeightsError, match=r"4 missing \(e.g. encoder.layer.0.output_query"):
+        build_backend(EncoderSpec(backend="qformer", source="x", pretrained=str(tmp_path / "cut")), load_weights=True)
+    blip2.save_pretrained(tmp_path / "noq", state_dict={k: v for k, v in blip2.state_dict().items() if k != "query_tokens"})
+    with pytest.raises(IncompleteWeightsError, match="query_tokens"):
+        build_backend(EncoderSpec(backend="qformer", source="x", pretrained=str(tmp_path / "noq")), load_weights=True)
+
+
+def test_a_tower_checkpoint_missing_weights_is_refused(tmp_path):
+    torch.manual_seed(2)
+    clip = CLIPVisionModel(CLIPVisionConfig(**VIT))
+    state = {k: v for k, v in clip.state_dict().items() if ".layers.1." not in k}
+    clip.save_pretrained(tmp_path / "clip", state_dict=state)
+    with pytest.raises(IncompleteWeightsError, match=r"encoder 'clip_vit'.*missing"):
+        build_backend(EncoderSpec(backend="clip_vit", pretrained=str(tmp_path / "clip")), load_weights=True)
 
 
 def test_hub_ids_need_permission():

@@ -14,29 +14,15 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .corpus import training_corpus
+from .templates import VISTRAL, MissingChatTemplateError, get_template
 from .tokens import IMAGE_TOKEN
 
 TINY_TOKENIZER = "builtin:tiny"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
 TINY_VOCAB_SIZE = 3000  # enough for common Vietnamese syllables; the tiny LLM's embedding stays small
 
-# Vistral-7B-Chat's Llama-2 style template. `{% generation %}` marks assistant text so
-# `return_assistant_tokens_mask=True` yields the loss mask for training.
-CHAT_TEMPLATE = (
-    "{%- set ns = namespace(system='') -%}"
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{%- set ns.system = messages[0]['content'] -%}{%- set messages = messages[1:] -%}"
-    "{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'user' -%}"
-    "{{ bos_token + '[INST] ' }}"
-    "{%- if loop.first and ns.system -%}{{ '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' }}{%- endif -%}"
-    "{{ message['content'] | trim }}{{ ' [/INST]' }}"
-    "{%- elif message['role'] == 'assistant' -%}"
-    "{{ ' ' }}{% generation %}{{ message['content'] | trim }}{{ eos_token }}{% endgeneration %}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-)
+# The tiny tokenizer's template: Vistral-7B-Chat's Llama-2 style (`templates.VISTRAL`).
+CHAT_TEMPLATE = VISTRAL.jinja
 
 
 def train_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokenizerFast:
@@ -79,8 +65,12 @@ def tiny_tokenizer_dir() -> Path:
     return Path(str(resources.files("sphinx_vi.assets").joinpath("tokenizer")))
 
 
-def load_tokenizer(ref: str, *, allow_download: bool = False) -> PreTrainedTokenizerBase:
-    """`builtin:tiny`, a local directory, or (with `allow_download`) a hub id; `<image>` is ensured."""
+def load_tokenizer(ref: str, *, allow_download: bool = False, template: str | None = None) -> PreTrainedTokenizerBase:
+    """`builtin:tiny`, a local directory, or (with `allow_download`) a hub id; `<image>` is ensured.
+
+    `template` names the chat template to use (`text.templates`); without one the tokenizer must
+    bring its own, else `MissingChatTemplateError` (never a silent substitute).
+    """
     path = tiny_tokenizer_dir() if ref == TINY_TOKENIZER else Path(ref).expanduser()
     if not path.exists() and not allow_download:
         raise FileNotFoundError(
@@ -88,8 +78,13 @@ def load_tokenizer(ref: str, *, allow_download: bool = False) -> PreTrainedToken
         )
     tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else ref, local_files_only=not allow_download)
     ensure_image_token(tok)
-    if tok.chat_template is None:
-        tok.chat_template = CHAT_TEMPLATE
+    if template is not None:
+        tok.chat_template = get_template(template).jinja
+    elif tok.chat_template is None:
+        raise MissingChatTemplateError(
+            f"tokenizer {ref!r} has no chat template and the model config names none; set `chat_template` in the "
+            "config to the format the checkpoint was trained with (vistral, vistral_v, vicuna_v1, sphinx)"
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token or tok.eos_token
     return tok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import open_clip
@@ -48,6 +49,13 @@ def _open_clip_image_size(open_clip_model: str) -> int:
     return int(size if isinstance(size, int) else size[0])
 
 
+def _open_clip_weights(directory: Path) -> Path:
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_model.bin"):
+        if (directory / name).exists():
+            return directory / name
+    raise FileNotFoundError(f"{directory}: no open_clip weights (open_clip_model.safetensors or open_clip_pytorch_model.bin)")
+
+
 @register_backend("clip_convnext")
 class ClipConvNeXt(VisionBackend):
     """Feature map of stem+stages (B, C, h, w); its mean is the "cls" token, as in SPHINX."""
@@ -66,8 +74,10 @@ class ClipConvNeXt(VisionBackend):
         if not model_name:
             raise ValueError(f"encoder {spec.name!r}: arch needs 'open_clip_model' (e.g. 'convnext_xxlarge')")
         if load_weights and spec.pretrained:
-            ref, _ = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
-            clip = open_clip.create_model(model_name, pretrained=ref, require_pretrained=True)
+            ref, is_local = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
+            if is_local and Path(ref).is_dir():  # an open_clip hub snapshot: its weights file
+                ref = str(_open_clip_weights(Path(ref)))
+            clip = open_clip.create_model(model_name, pretrained=ref, require_pretrained=True)  # strict load
             trunk: Any = clip.visual.trunk  # the text tower and the CLIP head are dropped
         else:
             trunk = timm.create_model(_timm_name(model_name), pretrained=False)

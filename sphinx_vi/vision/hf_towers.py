@@ -17,6 +17,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from ..weights import check_complete
 from .base import EncoderSpec, GridFeatures, VisionBackend, register_backend, resolve_weights
 
 
@@ -37,7 +38,10 @@ class HFVisionTower(VisionBackend):
     def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> HFVisionTower:
         if load_weights and spec.pretrained:
             ref, is_local = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
-            model = cls.model_class.from_pretrained(ref, local_files_only=is_local or not allow_download)
+            loaded: Any = cls.model_class.from_pretrained(ref, local_files_only=is_local or not allow_download,
+                                                          output_loading_info=True)
+            model, info = loaded  # (model, loading info)
+            check_complete(f"encoder {spec.name!r} ({ref})", info["missing_keys"], (), info.get("mismatched_keys", ()))
         else:
             arch = {k: v for k, v in spec.arch.items() if k not in ("model_type", "transformers_version")}
             model = cls.model_class(cls.config_class(**arch))

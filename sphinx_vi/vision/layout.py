@@ -1,7 +1,9 @@
 """Where every visual token of one image sits: the one statement of the per-view token order.
 
     image → V views (global, then K×K crops row by row); each view →
-        [begin] [Q-Former queries × Q] [cls] [grid tokens × g²] [end]
+        [begin] [Q-Former queries × Q] [cls] [grid tokens × (g² − skip)] [end]
+
+(`skip`: grid tokens dropped from the start of each view, as LLaVA's "patch" selection does on SigLIP.)
 
 `VisualTokenLayout` is what the processor expands `<image>` by (`tokens_per_image`), what the
 mixed encoder's `forward` assembles (`assemble`), and what box-guided attention and the
@@ -26,6 +28,7 @@ class VisualTokenLayout:
     queries: int = 0  # Q-Former queries per view (0 = no Q-Former)
     cls: bool = True  # a global token before the grid
     markers: bool = True  # learned begin/end embeddings around each view
+    skip: int = 0  # grid tokens dropped from the start of each view (the first `skip` cells, row-major)
 
     @property
     def num_views(self) -> int:
@@ -33,7 +36,8 @@ class VisualTokenLayout:
 
     @property
     def grid_tokens(self) -> int:
-        return self.grid * self.grid
+        """Grid tokens per view: g² cells less the `skip` first ones."""
+        return self.grid * self.grid - self.skip
 
     @property
     def tokens_per_view(self) -> int:
@@ -59,7 +63,7 @@ class VisualTokenLayout:
     ) -> torch.Tensor:
         """Per-view parts → (B, T, D) tokens in layout order; B = images × views.
 
-        grid (B, g², D); cls (B, 1, D); queries (B, Q, D); begin and end (D,). A part the layout
+        grid (B, g² − skip, D); cls (B, 1, D); queries (B, Q, D); begin and end (D,). A part the layout
         has must be given, one it lacks must not be.
         """
         B, n, D = grid.shape
@@ -81,8 +85,8 @@ class VisualTokenLayout:
         return torch.cat(parts, dim=1)  # (B, T, D)
 
     def cell_boxes(self) -> torch.Tensor:
-        """(V, g², 4): the square (x1, y1, x2, y2) each grid token covers on the padded square, in
-        normalised coordinates (the frame the text grammar writes)."""
+        """(V, g², 4): the square (x1, y1, x2, y2) each grid cell covers on the padded square, in
+        normalised coordinates (the frame the text grammar writes); all g² cells, the skipped ones too."""
         g = self.grid
         edges = torch.arange(g, dtype=torch.float32) / g  # (g,) left/top edge of each cell in its view
         ys, xs = torch.meshgrid(edges, edges, indexing="ij")  # (g, g)
@@ -97,5 +101,5 @@ class VisualTokenLayout:
         cell (markers, queries, cls), rows in the encoder's output order."""
         cells = self.cell_boxes()  # (V, g², 4)
         out = torch.full((self.num_views, self.tokens_per_view, 4), float("nan"))
-        out[:, self.grid_start : self.grid_start + self.grid_tokens] = cells
+        out[:, self.grid_start : self.grid_start + self.grid_tokens] = cells[:, self.skip :]
         return out.reshape(self.tokens_per_image, 4)

@@ -29,6 +29,10 @@ class VisionConfig:
     projector: Literal["linear_ln", "mlp2x_gelu"] = "linear_ln"  # SPHINX's Linear+LayerNorm, or LLaVA-1.5's MLP
     cls_token: bool = True  # a global (cls) token per view before the grid (LLaVA drops it)
     image_markers: bool = True  # learned begin/end-of-view embeddings around each view (LLaVA has none)
+    skip_grid_tokens: int = 0  # grid tokens dropped from the start of each view: LLaVA's "patch" selection drops a
+    # tower's first token, which on SigLIP (no cls) is the first patch, so Vistral-V keeps 255 of 16×16
+    pad_colour: list[int] | None = None  # canvas colour of the padded square; None = the first encoder's mean,
+    # rounded (LLaVA and SPHINX truncate: int(mean·255), written here by their presets and converters)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VisionConfig:
@@ -53,7 +57,7 @@ class VisionConfig:
         """The per-view token order and counts this configuration produces."""
         queries = self.qformer_spec.num_queries if self.qformer_spec is not None else 0
         return VisualTokenLayout(views=self.view_config, grid=self.grid_size // (2 if self.merge_2x2 else 1),
-                                 queries=queries, cls=self.cls_token, markers=self.image_markers)
+                                 queries=queries, cls=self.cls_token, markers=self.image_markers, skip=self.skip_grid_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +70,8 @@ class VisionConfig:
             "projector": self.projector,
             "cls_token": self.cls_token,
             "image_markers": self.image_markers,
+            "skip_grid_tokens": self.skip_grid_tokens,
+            "pad_colour": self.pad_colour,
         }
 
 
@@ -98,6 +104,8 @@ class MixedVisionEncoder(nn.Module):
         super().__init__()
         if config.merge_2x2 and config.grid_size % 2:
             raise ValueError(f"merge_2x2 needs an even grid_size, got {config.grid_size}")
+        if not 0 <= config.skip_grid_tokens < config.layout.grid**2:
+            raise ValueError(f"skip_grid_tokens must be in 0..{config.layout.grid ** 2 - 1}, got {config.skip_grid_tokens}")
         self.config = config
         self.layout = config.layout
         self.grid_size = config.grid_size
@@ -224,6 +232,7 @@ class MixedVisionEncoder(nn.Module):
         queries = None
         if self.qformer is not None:
             queries = self.qformer_projector(self.qformer(per_encoder[self.qformer.spec.source or ""]))  # (N·V, Q, D)
+        grid = grid[:, self.layout.skip :]  # (N·V, g² − skip, D)
         markers = (self.image_begin, self.image_end) if self.layout.markers else (None, None)
         per_view = self.layout.assemble(grid, cls if self.layout.cls else None, queries, *markers)  # (N·V, T, D)
         return per_view.reshape(N, V * per_view.shape[1], per_view.shape[-1])  # (N, V·T, D)
