@@ -1,4 +1,4 @@
-"""Command line: `python -m sphinx_vi chat|detect --model NAME_OR_PATH --image IMG "prompt"`."""
+"""Command line: `python -m sphinx_vi chat|detect --model NAME_OR_PATH --image IMG "prompt"`, `info`, `convert`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .convert import FORMATS
 from .images import ImageError
 from .processing import PromptTooLongError
 
@@ -23,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="parameters and visual tokens of a preset (built on the meta device)")
     info.add_argument("--preset", default="sphinx-vi-1k")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    conv = sub.add_parser("convert", help="a released checkpoint → a sphinx_vi checkpoint directory")
+    conv.add_argument("src", help="the source checkpoint directory")
+    conv.add_argument("--from", dest="source_format", required=True, choices=list(FORMATS))
+    conv.add_argument("--out", required=True, help="the sphinx_vi checkpoint directory to write")
+    conv.add_argument("--vision-tower", default=None, help="local copy of the vision tower's repository (original LLaVA layout)")
+    conv.add_argument("--tokenizer", default=None, help="tokenizer directory (default: SRC)")
+    conv.add_argument("--template", default=None, help="chat template name (llava-hf without its own template)")
     return p
 
 
@@ -33,6 +41,17 @@ def main(argv: list[str] | None = None) -> int:
 
         info = summarize(args.preset)
         print(json.dumps(info, indent=2) if args.json else format_summary(info))
+        return 0
+    if args.command == "convert":
+        from .convert import convert
+
+        try:
+            out = convert(args.source_format, args.src, args.out, vision_tower=args.vision_tower, tokenizer=args.tokenizer,
+                          chat_template=args.template)
+        except (ValueError, KeyError, OSError) as err:  # FileNotFoundError and the checkpoint errors included
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"sphinx_vi checkpoint: {out}")
         return 0
     from .api import SphinxVi  # heavy imports after argument errors
 

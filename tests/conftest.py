@@ -54,3 +54,24 @@ def chat(tmp_path):
         return Sample(task, messages, [path], task=task)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    """save(directory) → vocab size: a LLaVA-style tokenizer (BPE, <unk> <s> </s>, no `<image>`, no chat template)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    words = ["describe the image", "what is this", "a red circle", "mô tả bức ảnh", "USER ASSISTANT", "[INST] [/INST]"]
+    trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<s>", "</s>", "x", "y", "z"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(words * 20, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+    def save(directory) -> int:
+        fast.save_pretrained(directory)
+        return len(fast)
+
+    return save

@@ -62,7 +62,7 @@ def test_llava_variants_we_cannot_reproduce_are_refused():
     cfg: LlavaConfig = llava_config(SMALL)
     cfg.vision_feature_layer = [-2, -1]
     with pytest.raises(UnsupportedLlavaError, match="several layers"):
-        sphinx_vi_config_from_llava(cfg)
+        sphinx_vi_config_from_llava(cfg, tokenizer="builtin:tiny")
 
 
 def test_skip_logits_loss_equals_the_full_logits_loss(pair, encoded):

@@ -60,7 +60,7 @@ def build_pair(size: str | ParitySize, seed: int = 0) -> tuple[LlavaForCondition
     config = llava_config(size)
     config._attn_implementation = "sdpa"
     hf = LlavaForConditionalGeneration(config).eval()
-    ours = from_llava(hf)
+    ours = from_llava(hf, tokenizer="builtin:tiny")
     ours.config.text_config._attn_implementation = "sdpa"
     processor = SphinxViProcessor.from_model_config(ours.config)
     assert processor.image_token_id == IMAGE_TOKEN_ID, processor.image_token_id

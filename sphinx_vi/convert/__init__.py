@@ -1,5 +1,36 @@
-"""Importers from other model families' checkpoints."""
+"""Released checkpoints → sphinx_vi checkpoint directories: `python -m sphinx_vi convert --from FORMAT SRC --out DIR`.
+
+| format | source | module |
+| --- | --- | --- |
+| `llava` | LLaVA-1.5 in the original layout (`LlavaLlamaForCausalLM` shards + the CLIP tower's repository) | `llava_original` |
+| `vistral-v` | Vistral-V in the original layout (its SigLIP tower inside) | `llava_original` |
+| `llava-hf` | transformers' `LlavaForConditionalGeneration` directory | `llava_hf` |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 from .llava import from_llava, sphinx_vi_config_from_llava
+from .llava_vision import UnsupportedLlavaError
 
-__all__ = ["from_llava", "sphinx_vi_config_from_llava"]
+FORMATS = ("llava", "vistral-v", "llava-hf")
+
+
+def convert(source_format: str, src: str | Path, out: str | Path, *, vision_tower: str | Path | None = None,
+            tokenizer: str | Path | None = None, chat_template: str | None = None) -> Path:
+    """Convert `src` (a checkpoint of `source_format`) into a sphinx_vi checkpoint directory `out`."""
+    if source_format in ("llava", "vistral-v"):
+        from .llava_original import convert_llava_original
+
+        if chat_template is not None:
+            raise ValueError(f"--template: {source_format} checkpoints keep the format they were trained with")
+        return convert_llava_original(src, out, source_format, vision_tower=vision_tower, tokenizer=tokenizer)
+    if source_format == "llava-hf":
+        from .llava_hf import convert_llava_hf
+
+        return convert_llava_hf(src, out, chat_template=chat_template, tokenizer=tokenizer)
+    raise KeyError(f"unknown source format {source_format!r}; known: {', '.join(FORMATS)}")
+
+
+__all__ = ["FORMATS", "UnsupportedLlavaError", "convert", "from_llava", "sphinx_vi_config_from_llava"]

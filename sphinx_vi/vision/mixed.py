@@ -132,8 +132,11 @@ class MixedVisionEncoder(nn.Module):
         self.position_proj: nn.Linear | None = None
         if config.position_features > 0:
             self.position_proj = nn.Linear(4 * config.position_features, llm_width)
-        self.image_begin = nn.Parameter(torch.zeros(llm_width))  # learned begin/end-of-image embeddings
-        self.image_end = nn.Parameter(torch.zeros(llm_width))
+        self.image_begin: nn.Parameter | None = None  # learned begin/end-of-view embeddings (when the layout has them)
+        self.image_end: nn.Parameter | None = None
+        if config.image_markers:
+            self.image_begin = nn.Parameter(torch.zeros(llm_width))
+            self.image_end = nn.Parameter(torch.zeros(llm_width))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -146,8 +149,8 @@ class MixedVisionEncoder(nn.Module):
                 elif isinstance(m, nn.LayerNorm):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
-        nn.init.normal_(self.image_begin, std=0.02)
-        nn.init.normal_(self.image_end, std=0.02)
+        for marker in self._markers():
+            nn.init.normal_(marker, std=0.02)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -174,7 +177,10 @@ class MixedVisionEncoder(nn.Module):
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         """The layers this module adds around the towers: projectors, position map, begin/end, tower adapters."""
-        return [p for m in self._adapter_modules() for p in m.parameters()] + [self.image_begin, self.image_end]
+        return [p for m in self._adapter_modules() for p in m.parameters()] + self._markers()
+
+    def _markers(self) -> list[nn.Parameter]:
+        return [p for p in (self.image_begin, self.image_end) if p is not None]
 
     def tower_parameters(self) -> list[nn.Parameter]:
         """The towers' own (pretrained) parameters, their adapters excluded."""
