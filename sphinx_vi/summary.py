@@ -20,11 +20,8 @@ def summarize(name: str) -> dict[str, Any]:
     config = SphinxViConfig(**preset_config_dict(name))
     with torch.device("meta"):
         model = SphinxViForConditionalGeneration(config)
-    parts = {f"vision.{n}": _count(enc) for n, enc in model.vision.encoders.items()}
-    if model.vision.qformer is not None:
-        parts["vision.qformer"] = _count(model.vision.qformer)
-    own = sum(p.numel() for n, p in model.vision.named_parameters() if not n.startswith(("encoders.", "qformer.")))
-    parts["vision.projectors+begin/end"] = own
+    parts = {f"vision.{t.spec.name}": _count(t) for t in model.vision.towers}  # grid encoders, source towers, Q-Former
+    parts["vision.adapters"] = sum(p.numel() for p in model.vision.adapter_parameters())
     parts["language_model"] = _count(model.language_model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     layout = config.layout

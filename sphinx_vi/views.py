@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .grounding.geometry import PaddedSquare
@@ -17,6 +18,8 @@ class ViewConfig:
 
     grid: int = 2  # K: crops per side of the high-resolution image
     resolution: int = 224  # R: side of every view fed to the encoders
+    global_from_high: bool = False  # the global view is the (K·R)² image downsampled (torch bicubic, no antialias),
+    # as SPHINX-1k builds it, instead of the padded image resized to R
 
     def __post_init__(self) -> None:
         if self.grid < 1 or self.resolution < 1:
@@ -57,9 +60,13 @@ def make_views(image: Image.Image, config: ViewConfig, fill: tuple[int, int, int
     """
     R, K = config.resolution, config.grid
     square = pad_to_square(image, fill)
-    views = [_to_tensor(square.resize((R, R), resample))]  # (3, R, R)
-    if K > 1:
-        hi = _to_tensor(square.resize((K * R, K * R), resample))  # (3, K*R, K*R)
-        crops = hi.reshape(3, K, R, K, R).permute(1, 3, 0, 2, 4)  # (K, K, 3, R, R)
-        views.extend(crops.reshape(K * K, 3, R, R))
+    if K == 1:
+        return _to_tensor(square.resize((R, R), resample)).unsqueeze(0)  # (1, 3, R, R)
+    hi = _to_tensor(square.resize((K * R, K * R), resample))  # (3, K*R, K*R)
+    if config.global_from_high:
+        views = [F.interpolate(hi.unsqueeze(0), size=(R, R), mode="bicubic", align_corners=False)[0]]  # (3, R, R)
+    else:
+        views = [_to_tensor(square.resize((R, R), resample))]  # (3, R, R)
+    crops = hi.reshape(3, K, R, K, R).permute(1, 3, 0, 2, 4)  # (K, K, 3, R, R)
+    views.extend(crops.reshape(K * K, 3, R, R))
     return torch.stack(views)  # (V, 3, R, R)

@@ -126,26 +126,51 @@ def test_lora_attaches_to_the_language_model(tiny_config):
     assert all(p.grad is not None for n, p in lora.named_parameters() if p.requires_grad)
 
 
-def test_meta_build_of_the_real_preset_matches_the_design():
-    cfg = SphinxViConfig(**preset_config_dict("sphinx-vi-1k"))
+def _count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def _llm(vocab, d, layers, ffn, kv):
+    """Parameters of a LLaMA/Mistral decoder: untied embeddings and head, GQA attention, SwiGLU MLP, RMSNorms."""
+    return 2 * vocab * d + layers * (2 * d * d + 2 * d * kv + 3 * d * ffn + 2 * d) + d
+
+
+@pytest.mark.parametrize("preset", ["sphinx-1k", "sphinx-v2-1k", "sphinx-vi-1k"])
+def test_sphinx_presets_build_sphinx_1ks_visual_side_on_the_meta_device(preset):
+    cfg = SphinxViConfig(**preset_config_dict(preset))
     with torch.device("meta"):
         m = SphinxViForConditionalGeneration(cfg)
-    # visual tokens: 5 views (global + 2×2) × (begin + 32 queries + cls + 16×16 grid + end)
+    # 5 views (global + 2×2) × (begin + 32 queries + cls + 16×16 grid + end), right after BOS in SPHINX's prompt
     assert cfg.layout.tokens_per_image == 5 * (1 + 32 + 1 + 256 + 1) == 1455
-    assert m.vision.layout.tokens_per_view * 5 == 1455
+    assert list(m.vision.encoders) == ["clip_vit", "clip_convnext", "dinov2"]  # SPHINX's concatenation order
+    assert m.vision.projector[0].in_features == 1024 + 3072 + 1536
+    assert list(m.vision.sources) == ["eva"] and m.vision.qformer.spec.source == "eva"  # BLIP-2's own EVA feeds the Q-Former
+    assert isinstance(m.vision.qformer.source_proj, torch.nn.Identity)  # 1408 wide: no adapter
+    assert _count(m.vision.encoders["clip_vit"]) == pytest.approx(303.2e6, rel=0.01)  # CLIP ViT-L/14 vision
+    assert _count(m.vision.encoders["dinov2"]) == pytest.approx(1.1365e9, rel=0.01)  # DINOv2 ViT-g/14
+    assert _count(m.vision.encoders["clip_convnext"]) == pytest.approx(843e6, rel=0.02)  # ConvNeXt-XXL trunk
+    assert _count(m.vision.sources["eva"]) == pytest.approx(0.986e9, rel=0.01)  # EVA ViT-g/14 in BLIP-2
+    assert cfg.pad_colour == (122, 116, 104) and cfg.layout.views.global_from_high
+    if preset == "sphinx-vi-1k":  # Vistral-7B-Chat (Mistral: 32 layers, d 4096, GQA 8 kv heads, ffn 14336) + `<image>`
+        assert _count(m.language_model) == _llm(38370, 4096, 32, 14336, 1024) and cfg.text_config.sliding_window == 4096
+        assert _count(m) == pytest.approx(10.69e9, rel=0.01) and cfg.chat_template is None  # Vistral's own template
+    else:  # LLaMA-2-13B (40 layers, d 5120, ffn 13824, no GQA) + `<image>`
+        assert _count(m.language_model) == _llm(32001, 5120, 40, 13824, 5120) and cfg.chat_template == "sphinx"
+        assert _count(m) == pytest.approx(16.42e9, rel=0.01)
 
-    def count(module):
-        return sum(p.numel() for p in module.parameters())
 
-    # the LLM is Vistral-7B (Mistral: 32 layers, d 4096, GQA 8 kv heads, ffn 14336) + `<image>` row
-    V, d, L, f, kv = 38370, 4096, 32, 14336, 1024
-    assert count(m.language_model) == 2 * V * d + L * (2 * d * d + 2 * d * kv + 3 * d * f + 2 * d) + d
-    assert count(m.vision.encoders["clip_vit"]) == pytest.approx(303.2e6, rel=0.01)  # CLIP ViT-L/14 vision
-    assert count(m.vision.encoders["dinov2"]) == pytest.approx(1.1365e9, rel=0.01)  # DINOv2 ViT-g/14
-    assert count(m.vision.encoders["clip_convnext"]) == pytest.approx(843e6, rel=0.02)  # ConvNeXt-XXL trunk
-    assert count(m) == pytest.approx(9.71e9, rel=0.01)
-    # projector: channel concat of 3072 + 1024 + 1536 → 4096
-    assert m.vision.projector[0].in_features == 3072 + 1024 + 1536
+@pytest.mark.parametrize("preset, tokens, llm, total", [
+    ("llava-1.5-7b", 576, _llm(32001, 4096, 32, 11008, 4096), 7.06e9),  # Vicuna-7B v1.5 (LLaMA-2-7B) + `<image>`
+    ("vistral-v-7b", 255, _llm(38370, 4096, 32, 14336, 1024), 7.41e9),  # Vistral-7B-Chat + `<image>`
+])
+def test_llava_family_presets_on_the_meta_device(preset, tokens, llm, total):
+    cfg = SphinxViConfig(**preset_config_dict(preset))
+    with torch.device("meta"):
+        m = SphinxViForConditionalGeneration(cfg)
+    assert cfg.layout.tokens_per_image == tokens and m.vision.image_begin is None  # no markers, no cls
+    assert _count(m.language_model) == llm and _count(m) == pytest.approx(total, rel=0.005)
+    tower = next(iter(m.vision.encoders.values()))
+    assert _count(tower) == pytest.approx(303.5e6 if preset == "llava-1.5-7b" else 92.9e6, rel=0.01)  # CLIP-L/336, SigLIP-B/16
 
 
 def test_position_features_survive_save_and_load(tmp_path):

@@ -204,3 +204,46 @@ def test_mixed_encoder_validates_its_config():
     specs = [EncoderSpec(backend="clip_vit", arch=VIT)]
     with pytest.raises(ValueError, match="even grid_size"):
         MixedVisionEncoder(VisionConfig(encoders=specs, grid_size=5, merge_2x2=True), [build_backend(s) for s in specs], 16)
+
+
+def test_a_sphinx_front_end_computes_what_sphinx_computes(tmp_path):
+    """SPHINX's recipe, against the libraries' own models holding the same weights: the Q-Former reads BLIP-2's EVA
+    (a source-only tower); ConvNeXt is the open_clip trunk with its head's pooling and flatten removed (so head.norm
+    applies) on the view resized nearest, its map repeated 2× to the common grid, its mean as the cls."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    blip2 = _tiny_blip2()
+    blip2.vision_model.config.image_size = 16  # the tiny EVA: 16 px, patch 8 → cls + 2×2
+    blip2.save_pretrained(tmp_path / "blip2")
+    torch.manual_seed(4)
+    clip = open_clip.create_model(TINY_OPEN_CLIP_MODEL)
+    torch.save(clip.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    specs = [
+        EncoderSpec(backend="clip_convnext", arch={"open_clip_model": TINY_OPEN_CLIP_MODEL}, pretrained=str(tmp_path),
+                    image_size=64, resize="nearest", grid_resize="nearest", head_norm=True),
+        EncoderSpec(backend="blip2_vision", name="eva", pretrained=str(tmp_path / "blip2"), role="source", image_size=16),
+        EncoderSpec(backend="qformer", source="eva", pretrained=str(tmp_path / "blip2")),
+    ]
+    cfg = VisionConfig(encoders=specs, grid_size=4, views_grid=1, resolution=16)
+    enc = MixedVisionEncoder(cfg, [build_backend(s, load_weights=True) for s in specs], llm_width=48).eval()
+    assert set(enc.encoders) == {"clip_convnext"} and set(enc.sources) == {"eva"}  # EVA is not in the grid projector
+    assert enc.projector[0].in_features == enc.encoders["clip_convnext"].width and enc.qformer.source_proj.__class__ is nn.Identity
+    px = _pixels(2, 16)
+    mean, std = (torch.tensor(m).view(1, 3, 1, 1) for m in (specs[0].mean, specs[0].std))
+    normed = (px - mean) / std
+    with torch.no_grad():
+        trunk = clip.visual.trunk.eval()
+        trunk.head.global_pool, trunk.head.flatten = nn.Identity(), nn.Identity()
+        fmap = trunk(F.interpolate(normed, size=(64, 64)))  # (B, C, 2, 2), head.norm applied
+        fmap = fmap.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).flatten(2).transpose(1, 2)  # (B, 16, C)
+        reference = torch.cat([fmap.mean(1, keepdim=True), fmap], dim=1)
+        ours = enc._grid_tokens(enc.encoders["clip_convnext"](px), "nearest")
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+        queries = blip2.eval().get_qformer_features(pixel_values=normed)  # EVA → Q-Former, the way BLIP-2 runs them
+        eva = enc.sources["eva"](px)  # its own cls + 2×2 tokens, not resized to the common grid
+        eva_tokens = torch.cat([eva.cls.unsqueeze(1), eva.grid.flatten(2).transpose(1, 2)], dim=1)
+        torch.testing.assert_close(enc.qformer(eva_tokens), queries, rtol=1e-5, atol=1e-5)
+        tokens = enc(px.unsqueeze(1))  # (2, T, 48): [begin] 6 queries [cls] 16 grid [end]
+        torch.testing.assert_close(tokens[:, 1:7], enc.qformer_projector(queries), rtol=1e-5, atol=1e-5)
+        assert enc(px.unsqueeze(1)).shape == (2, enc.layout.tokens_per_image, 48)

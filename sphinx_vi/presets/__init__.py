@@ -33,12 +33,25 @@ def _tiny_token_ids() -> dict[str, int]:
     }
 
 
-def preset_config_dict(name: str) -> dict[str, Any]:
-    """The config dict of preset `name` (raises KeyError listing the presets)."""
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` on top: mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _raw(name: str) -> dict[str, Any]:
+    """A preset's config as written, its `extends` preset applied underneath (the same system, other weights or LLM)."""
     if name not in list_presets():
         raise KeyError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
     data = json.loads(resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8"))
-    config = data["config"]
+    return _merged(_raw(data["extends"]), data["config"]) if "extends" in data else data["config"]
+
+
+def preset_config_dict(name: str) -> dict[str, Any]:
+    """The config dict of preset `name` (raises KeyError listing the presets)."""
+    config = _raw(name)
     if config.get("tokenizer") == TINY_TOKENIZER:
         ids = _tiny_token_ids()
         config["image_token_id"] = ids["image_token_id"]

@@ -6,7 +6,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,13 @@ class EncoderSpec:
     num_queries: int = 32  # qformer only: learned queries (32 in SPHINX / BLIP-2)
     feature_layer: int | None = None  # ViT towers: None = last layer after the final norm (SPHINX);
     # an index into the hidden states (LLaVA-1.5 uses -2, the penultimate layer, un-normed)
+    role: Literal["grid", "source"] = "grid"  # source: a tower only the Q-Former reads, not concatenated into the
+    # grid projector (SPHINX feeds its Q-Former BLIP-2's own EVA ViT-g)
+    resize: Literal["bicubic", "nearest"] = "bicubic"  # how a view is brought to `image_size` (bicubic with
+    # antialiasing; SPHINX's ConvNeXt: F.interpolate's default nearest, 224 → 256)
+    grid_resize: Literal["bicubic", "nearest"] = "bicubic"  # how its token map is brought to the common G×G grid
+    # (SPHINX repeats ConvNeXt's 8×8 map to 16×16: nearest)
+    head_norm: bool = False  # clip_convnext: apply the trunk's head LayerNorm2d to the map (SPHINX keeps it)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.backend
@@ -108,9 +115,11 @@ class VisionBackend(nn.Module, ABC):
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) in [0, 1] → (B, 3, S, S) resized to this encoder's size and normalised."""
         if pixels.shape[-1] != self.input_size or pixels.shape[-2] != self.input_size:
-            pixels = F.interpolate(
-                pixels, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False, antialias=True
-            )
+            size = (self.input_size, self.input_size)
+            if self.spec.resize == "nearest":
+                pixels = F.interpolate(pixels, size=size, mode="nearest")
+            else:
+                pixels = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False, antialias=True)
         return (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
 
     def grad_context(self) -> torch.autograd.grad_mode.set_grad_enabled:

@@ -90,4 +90,6 @@ class ClipConvNeXt(VisionBackend):
     def forward(self, pixels: torch.Tensor) -> GridFeatures:
         with self.grad_context():
             fmap = self.trunk.forward_features(self.preprocess(pixels))  # (B, C, h, w)
+            if self.spec.head_norm:
+                fmap = self.trunk.head.norm(fmap)  # LayerNorm2d over channels, as the trunk's own head applies it
         return GridFeatures(cls=fmap.mean(dim=(2, 3)), grid=fmap)

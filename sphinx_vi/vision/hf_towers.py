@@ -1,12 +1,16 @@
-"""transformers ViT towers: `clip_vit` (CLIPVisionModel), `dinov2` (Dinov2Model), `siglip` (SiglipVisionModel)."""
+"""transformers ViT towers: `clip_vit` (CLIPVisionModel), `dinov2` (Dinov2Model), `siglip` (SiglipVisionModel),
+`blip2_vision` (BLIP-2's EVA ViT-g)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from transformers import (
+    Blip2VisionConfig,
+    Blip2VisionModel,
     CLIPVisionConfig,
     CLIPVisionModel,
     Dinov2Config,
@@ -19,6 +23,7 @@ from transformers import (
 
 from ..weights import check_complete
 from .base import EncoderSpec, GridFeatures, VisionBackend, register_backend, resolve_weights
+from .blip2 import blip2_config, blip2_files, read_part
 
 
 class HFVisionTower(VisionBackend):
@@ -91,3 +96,25 @@ class Siglip(HFVisionTower):
     model_class = SiglipVisionModel
     config_class = SiglipVisionConfig
     has_cls = False  # SigLIP has no cls token: the mean patch token stands in
+
+
+@register_backend("blip2_vision")
+class Blip2Vision(HFVisionTower):
+    """BLIP-2's EVA ViT-g (Blip2VisionModel, after its post-layernorm): what SPHINX's Q-Former reads (`role: source`).
+
+    Its weights come from a full BLIP-2 checkpoint (`vision_model.*`), never from anywhere else.
+    """
+
+    model_class = Blip2VisionModel
+    config_class = Blip2VisionConfig
+
+    @classmethod
+    def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> HFVisionTower:
+        if not (load_weights and spec.pretrained):
+            return super().build(spec, load_weights=load_weights, allow_download=allow_download)
+        ref, is_local = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
+        path = blip2_files(ref, Path(ref) if is_local else None, ("vision_model.",))
+        model = Blip2VisionModel(blip2_config(path).vision_config)  # type: ignore[arg-type]
+        missing, unexpected = model.load_state_dict(read_part(path, "vision_model."), strict=False)
+        check_complete(f"encoder {spec.name!r} ({path}, BLIP-2 vision)", missing, unexpected)
+        return cls(spec, model)

@@ -24,6 +24,7 @@ class VisionConfig:
     merge_2x2: bool = False  # VILA: concatenate 2×2 neighbours (4C) before projecting, G²/4 tokens
     views_grid: int = 2  # K (see ViewConfig)
     resolution: int = 224  # R (see ViewConfig)
+    global_from_high: bool = False  # the global view downsampled from the K·R image (SPHINX-1k; see ViewConfig)
     position_features: int = 0  # F > 0: add a learned map of 2-D Fourier features of each grid token's
     # absolute position on the padded square (same frame as text coordinates); 0 = off (SPHINX)
     projector: Literal["linear_ln", "mlp2x_gelu"] = "linear_ln"  # SPHINX's Linear+LayerNorm, or LLaVA-1.5's MLP
@@ -50,7 +51,7 @@ class VisionConfig:
 
     @property
     def view_config(self) -> ViewConfig:
-        return ViewConfig(grid=self.views_grid, resolution=self.resolution)
+        return ViewConfig(grid=self.views_grid, resolution=self.resolution, global_from_high=self.global_from_high)
 
     @property
     def layout(self) -> VisualTokenLayout:
@@ -66,6 +67,7 @@ class VisionConfig:
             "merge_2x2": self.merge_2x2,
             "views_grid": self.views_grid,
             "resolution": self.resolution,
+            "global_from_high": self.global_from_high,
             "position_features": self.position_features,
             "projector": self.projector,
             "cls_token": self.cls_token,
@@ -110,7 +112,8 @@ class MixedVisionEncoder(nn.Module):
         self.layout = config.layout
         self.grid_size = config.grid_size
         self.merge_2x2 = config.merge_2x2
-        grid_backends = [b for b in backends if b.produces_grid]
+        grid_backends = [b for b in backends if b.produces_grid and b.spec.role == "grid"]
+        source_backends = [b for b in backends if b.produces_grid and b.spec.role == "source"]
         query_backends = [b for b in backends if not b.produces_grid]
         if not grid_backends:
             raise ValueError("the mixed encoder needs at least one grid encoder (clip_convnext, clip_vit, dinov2, siglip)")
@@ -120,15 +123,19 @@ class MixedVisionEncoder(nn.Module):
         if len(set(names)) != len(names):
             raise ValueError(f"encoder names must be unique, got {names}")
         self.encoders = nn.ModuleDict({b.spec.name: b for b in grid_backends})
+        self.sources = nn.ModuleDict({b.spec.name: b for b in source_backends})  # towers only the Q-Former reads
         in_width = sum(b.width for b in grid_backends) * (4 if self.merge_2x2 else 1)
         self.projector = _projector(config.projector, in_width, llm_width)
         self.qformer: QFormer | None = query_backends[0] if query_backends else None  # type: ignore[assignment]
         if self.qformer is not None:
             source = self.qformer.spec.source or ""
-            if source not in self.encoders:
-                raise ValueError(f"qformer source {source!r} is not a grid encoder; choose from {list(self.encoders)}")
-            self.qformer.bind_source(self.grid_encoders[source].width)
+            readable = {**self.grid_encoders, **self.source_encoders}
+            if source not in readable:
+                raise ValueError(f"qformer source {source!r} is not an encoder of this model; choose from {list(readable)}")
+            self.qformer.bind_source(readable[source].width)
             self.qformer_projector = nn.Sequential(nn.Linear(self.qformer.width, llm_width), nn.LayerNorm(llm_width))
+        if source_backends and (self.qformer is None or (self.qformer.spec.source or "") not in self.sources):
+            raise ValueError("a source-only encoder (role: source) must be the one the qformer reads")
         self.position_proj: nn.Linear | None = None
         if config.position_features > 0:
             self.position_proj = nn.Linear(4 * config.position_features, llm_width)
@@ -160,12 +167,17 @@ class MixedVisionEncoder(nn.Module):
     @property
     def towers(self) -> list[VisionBackend]:
         """Every pretrained tower: the grid encoders, then the Q-Former if there is one."""
-        return list(self.grid_encoders.values()) + ([self.qformer] if self.qformer is not None else [])
+        return [*self.grid_encoders.values(), *self.source_encoders.values()] + ([self.qformer] if self.qformer is not None else [])
 
     @property
     def grid_encoders(self) -> dict[str, VisionBackend]:
         """The grid encoders by name, in channel-concatenation order (`encoders`, typed)."""
         return {name: enc for name, enc in self.encoders.items() if isinstance(enc, VisionBackend)}
+
+    @property
+    def source_encoders(self) -> dict[str, VisionBackend]:
+        """Towers only the Q-Former reads (`role: source`), by name."""
+        return {name: enc for name, enc in self.sources.items() if isinstance(enc, VisionBackend)}
 
     def _adapter_modules(self) -> list[nn.Module]:
         modules: list[nn.Module] = [self.projector]
@@ -202,12 +214,15 @@ class MixedVisionEncoder(nn.Module):
         x, y = x * freqs, y * freqs  # (V, g², F)
         return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)  # (V, g², 4F)
 
-    def _grid_tokens(self, features: GridFeatures) -> torch.Tensor:
-        """(cls (B, C), grid (B, C, h, w)) → (B, 1 + G², C) on the common G×G grid."""
+    def _grid_tokens(self, features: GridFeatures, mode: str = "bicubic") -> torch.Tensor:
+        """(cls (B, C), grid (B, C, h, w)) → (B, 1 + G², C) on the common G×G grid (`mode`: bicubic or nearest)."""
         grid = features.grid
         G = self.grid_size
         if grid.shape[-2:] != (G, G):
-            grid = F.interpolate(grid.float(), size=(G, G), mode="bicubic", align_corners=False).to(grid.dtype)
+            if mode == "nearest":  # an integer factor repeats each token (SPHINX's repeat_interleave)
+                grid = F.interpolate(grid, size=(G, G), mode="nearest")
+            else:
+                grid = F.interpolate(grid.float(), size=(G, G), mode="bicubic", align_corners=False).to(grid.dtype)
         grid = grid.flatten(2).transpose(1, 2)  # (B, G², C)
         return torch.cat([features.cls.unsqueeze(1), grid], dim=1)  # (B, 1 + G², C)
 
@@ -224,7 +239,7 @@ class MixedVisionEncoder(nn.Module):
         """(N, V, 3, R, R) → (N, V·T, D)."""
         N, V = pixel_values.shape[:2]
         views = pixel_values.flatten(0, 1)  # (N·V, 3, R, R)
-        per_encoder = {name: self._grid_tokens(enc(views)) for name, enc in self.encoders.items()}
+        per_encoder = {name: self._grid_tokens(enc(views), enc.spec.grid_resize) for name, enc in self.grid_encoders.items()}
         tokens = torch.cat(list(per_encoder.values()), dim=-1)  # (N·V, 1 + G², ΣC)
         if self.merge_2x2:
             tokens = self._merge(tokens)  # (N·V, 1 + G²/4, 4ΣC)
@@ -237,7 +252,13 @@ class MixedVisionEncoder(nn.Module):
             grid = grid + self.position_proj(fourier).repeat(N, 1, 1)  # (N·V, g², D), views image-major like `views`
         queries = None
         if self.qformer is not None:
-            queries = self.qformer_projector(self.qformer(per_encoder[self.qformer.spec.source or ""]))  # (N·V, Q, D)
+            source = self.qformer.spec.source or ""
+            if source in per_encoder:  # a grid encoder: its tokens on the common grid
+                read = per_encoder[source]
+            else:  # a source-only tower: its own tokens, as many as it makes (SPHINX: EVA's 257)
+                f = self.source_encoders[source](views)
+                read = torch.cat([f.cls.unsqueeze(1), f.grid.flatten(2).transpose(1, 2)], dim=1)  # (N·V, 1 + h·w, C)
+            queries = self.qformer_projector(self.qformer(read))  # (N·V, Q, D)
         grid = grid[:, self.layout.skip :]  # (N·V, g² − skip, D)
         markers = (self.image_begin, self.image_end) if self.layout.markers else (None, None)
         per_view = self.layout.assemble(grid, cls if self.layout.cls else None, queries, *markers)  # (N·V, T, D)

@@ -2,53 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import Blip2Config, Blip2QFormerConfig, Blip2QFormerModel
+from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-from ..weights import IncompleteWeightsError, check_complete, read_tensors, weight_files
+from ..weights import IncompleteWeightsError, check_complete
 from .base import EncoderSpec, VisionBackend, register_backend, resolve_weights
-
-_QFORMER_KEYS = ("qformer.", "query_tokens")  # what a full BLIP-2 checkpoint holds of the Q-Former
-
-
-def _blip2_shards(ref: str, local: Path | None) -> Path:
-    """A directory holding a BLIP-2 checkpoint's config and the shards with Q-Former weights (downloads only those)."""
-    if local is not None:
-        return local
-    from ..weights import fetch
-
-    head = fetch(ref, ["config.json", "*.index.json"])
-    index = next(iter(sorted(head.glob("*.index.json"))), None)
-    if index is None:
-        return fetch(ref, ["config.json", "*.safetensors", "*.bin"])
-    shards = sorted({f for k, f in json.loads(index.read_text())["weight_map"].items() if k.startswith(_QFORMER_KEYS)})
-    return fetch(ref, ["config.json", index.name, *shards])
+from .blip2 import blip2_config, blip2_files, read_part
 
 
 def _load_from_blip2_checkpoint(path: Path) -> tuple[Blip2QFormerModel, torch.Tensor]:
-    """The Q-Former and its query tokens out of a full BLIP-2 checkpoint, without loading its LLM; every
-    Q-Former weight must be there."""
-    config_file = path / "config.json"
-    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.exists() else None
-    if model_type != "blip-2":
-        raise ValueError(
-            f"{path}: not a full BLIP-2 checkpoint (model_type {model_type!r}); the Q-Former's learned queries live only "
-            "there (Blip2Model / Blip2ForConditionalGeneration), so `pretrained` must name one"
-        )
-    config = Blip2Config.from_pretrained(path)
+    """The Q-Former and its query tokens out of a full BLIP-2 checkpoint; every Q-Former weight must be there."""
+    config = blip2_config(path)
     model = Blip2QFormerModel(config.qformer_config)  # type: ignore[arg-type]  # a Blip2QFormerConfig once loaded
-    state: dict[str, torch.Tensor] = {}
-    query_tokens = None
-    for key, tensor, _ in read_tensors(weight_files(path), keep=lambda k: k.startswith(_QFORMER_KEYS)):
-        if key == "query_tokens":
-            query_tokens = tensor
-        else:
-            state[key[len("qformer.") :]] = tensor
+    state = read_part(path, "qformer.")
+    query_tokens = read_part(path, "query_tokens").get("")
     if query_tokens is None:
         raise IncompleteWeightsError(f"{path}: no 'query_tokens' tensor: the Q-Former would run with random queries")
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -80,7 +51,7 @@ class QFormer(VisionBackend):
     def build(cls, spec: EncoderSpec, *, load_weights: bool, allow_download: bool) -> QFormer:
         if load_weights and spec.pretrained:
             ref, is_local = resolve_weights(spec.pretrained, allow_download, f"encoder {spec.name!r}")
-            model, queries = _load_from_blip2_checkpoint(_blip2_shards(ref, Path(ref) if is_local else None))
+            model, queries = _load_from_blip2_checkpoint(blip2_files(ref, Path(ref) if is_local else None, ("qformer.", "query_tokens")))
             spec.num_queries = queries.shape[1]
             return cls(spec, model, queries)
         arch = {k: v for k, v in spec.arch.items() if k not in ("model_type", "transformers_version")}
