@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--vision-tower", default=None, help="local copy of the vision tower's repository (original LLaVA layout)")
     conv.add_argument("--tokenizer", default=None, help="tokenizer directory (default: SRC)")
     conv.add_argument("--template", default=None, help="chat template name (llava-hf without its own template)")
+    conv.add_argument("--preset", default="sphinx-1k", help="sphinx: the checkpoint's architecture (sphinx-1k, sphinx-v2-1k)")
     return p
 
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             out = convert(args.source_format, args.src, args.out, vision_tower=args.vision_tower, tokenizer=args.tokenizer,
-                          chat_template=args.template)
+                          chat_template=args.template, preset=args.preset)
         except (ValueError, KeyError, OSError) as err:  # FileNotFoundError and the checkpoint errors included
             print(f"error: {err}", file=sys.stderr)
             return 2

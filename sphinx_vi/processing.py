@@ -14,7 +14,7 @@ from transformers import BatchFeature, PreTrainedTokenizerBase
 
 from .configuration import SphinxViConfig
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
-from .text.templates import template_of
+from .text.templates import get_template, template_of
 from .text.tokenizer import load_tokenizer
 from .text.tokens import IMAGE_TOKEN
 from .views import make_views
@@ -74,7 +74,10 @@ class SphinxViProcessor:
     @classmethod
     def from_model_config(cls, config: SphinxViConfig, tokenizer: PreTrainedTokenizerBase | None = None,
                           allow_download: bool = False) -> SphinxViProcessor:
-        tokenizer = tokenizer or load_tokenizer(config.tokenizer, allow_download=allow_download, template=config.chat_template)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(config.tokenizer, allow_download=allow_download, template=config.chat_template)
+        elif config.chat_template is not None:  # the format the model was trained with, on the given tokenizer
+            tokenizer.chat_template = get_template(config.chat_template).jinja
         return cls(tokenizer, ProcessorSettings.from_model_config(config))
 
     @property

@@ -20,16 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import save_torch_state_dict
-from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+from transformers import AutoConfig, AutoTokenizer
 
 from ..configuration import SphinxViConfig
-from ..modeling import SphinxViForConditionalGeneration
-from ..processing import SphinxViProcessor
-from ..text.templates import get_template
 from ..text.tokenizer import ensure_image_token
-from ..weights import IncompleteWeightsError, read_tensors, weight_files
+from ..weights import read_tensors, weight_files
 from .llava_vision import UnsupportedLlavaError, llava_vision, tower_config
+from .writer import check_against, expected_state, grow_vocab, tower_buffers, write_checkpoint
 
 
 @dataclass(frozen=True)
@@ -131,14 +128,12 @@ def convert_llava_original(src: str | Path, out: str | Path, family: str, *, vis
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer or src), local_files_only=True)
     image_token_id = ensure_image_token(tok)
-    tok.chat_template = get_template(fam.chat_template).jinja
     vocab = max(int(cfg["vocab_size"]), len(tok))
     text: Any = _text_config(cfg, fam, vocab)  # a dict: SphinxViConfig builds the config class of its model_type
     config = SphinxViConfig(vision=vision, text_config=text, tokenizer=str(tokenizer or src),
                             chat_template=fam.chat_template,
                             image_token_id=image_token_id, tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)))
-    with torch.device("meta"):
-        expected = {k: v for k, v in SphinxViForConditionalGeneration(config).state_dict().items()}
+    expected = expected_state(config)
     tower_name = config.vision_config.encoders[0].name
 
     state: dict[str, torch.Tensor] = {}
@@ -155,29 +150,7 @@ def convert_llava_original(src: str | Path, out: str | Path, family: str, *, vis
         for key, tensor in tower_state.items():
             if not full_model or key.startswith("vision_model."):
                 state[_tower_key(key, tower_name)] = tensor
-    for name in ("mean", "std"):  # the tower's normalisation, a buffer of ours
-        state[f"vision.encoders.{tower_name}.{name}"] = torch.tensor(vision["encoders"][0][name]).view(1, 3, 1, 1)
-    for key in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):  # room for `<image>`
-        if key in state and state[key].shape[0] < vocab:
-            extra = state[key].new_zeros(vocab - state[key].shape[0], state[key].shape[1])
-            state[key] = torch.cat([state[key], extra])
-    _check_against(expected, state, src)
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_torch_state_dict(state, out, max_shard_size="5GB")
-    config.save_pretrained(out)
-    GenerationConfig(bos_token_id=config.text_config.bos_token_id, eos_token_id=config.text_config.eos_token_id,
-                     pad_token_id=config.text_config.pad_token_id, suppress_tokens=[image_token_id]).save_pretrained(out)
-    SphinxViProcessor.from_model_config(config, tokenizer=tok).save_pretrained(out)
-    (out / "conversion.json").write_text(json.dumps({"from": fam.name, "source": str(src), "vision_tower": str(tower_dir),
-                                                     "source_tensors": len(state), "image_token_id": image_token_id}, indent=2))
-    return out
-
-
-def _check_against(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], src: Path) -> None:
-    missing = sorted(k for k in expected if k not in state and not k.endswith("position_ids"))
-    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or wrong:
-        what = (f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})" if missing else "") + \
-               ("; " if missing and wrong else "") + (f"{len(wrong)} of another shape (e.g. {wrong[0]})" if wrong else "")
-        raise IncompleteWeightsError(f"{src}: {what}; nothing is left at random init")
+    state.update(tower_buffers(config))
+    grow_vocab(state, ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"), vocab)  # room for `<image>`
+    check_against(expected, state, src)
+    return write_checkpoint(out, config, state, tok, {"from": fam.name, "source": str(src), "vision_tower": str(tower_dir)})
