@@ -23,7 +23,7 @@ from sphinx_vi.convert.sphinx import SphinxCheckpointError, convert_sphinx, rope
 from sphinx_vi.text.templates import SPHINX_SYSTEM
 from sphinx_vi.vision.base import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from sphinx_vi.vision.convnext import TINY_OPEN_CLIP_MODEL
-from sphinx_vi.weights import WeightFilesError
+from sphinx_vi.weights import IncompleteWeightsError, WeightFilesError
 
 D, HEADS, KV_HEADS, LAYERS = 32, 4, 2, 2
 R = 16  # view side: CLIP, DINOv2 and EVA at 16 px / patch 8 → cls + 2×2; ConvNeXt at 32 px → a 1×1 map repeated to 2×2
@@ -228,6 +228,9 @@ def test_bad_sphinx_checkpoints_are_named(tmp_path, bpe_tokenizer):
     vocab = bpe_tokenizer(tmp_path / "tokenizer")
     src, _ = _write_sphinx(tmp_path, vocab)
     cfg = _config(vocab)
+    wrong = {**cfg, "text_config": {**cfg["text_config"], "intermediate_size": 128}}  # another architecture than the weights'
+    with pytest.raises(IncompleteWeightsError, match=r"of another shape \(e.g. language_model.model.layers.0.mlp"):
+        convert_sphinx(src, tmp_path / "o", tokenizer=tmp_path / "tokenizer", preset=wrong)
     rank1 = torch.load(src / "consolidated.01-of-02.model.pth", weights_only=True)
     torch.save({**rank1, "llma.visual_proj.0.bias": rank1["llma.visual_proj.0.bias"] + 1},  # a replicated tensor that disagrees
                src / "consolidated.01-of-02.model.pth")

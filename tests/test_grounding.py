@@ -214,3 +214,41 @@ def test_geometry_helpers():
     assert clip_box((-5, -5, 5, 5), 10, 10) == (0, 0, 5, 5)
     assert clip_box((20, 20, 30, 30), 10, 10) is None
     assert deduplicate([(0, 0, 10, 10), (0, 0, 10, 10.1), (20, 20, 30, 30)]) == [0, 2]
+
+
+def _sphinx_demo_boxes(text: str, width: int, height: int) -> list[tuple[str, list[float]]]:
+    """What LLaMA2-Accessory's box demo (accessory/demos/multi_turn_mm_box.py) reads from an answer: tagged phrases
+    `<p>…</p> [..]`, then untagged groups, ';' between boxes, numbers matched as `\\d+\\.\\d+`, fractions of the
+    padded square drawn at x·max_edge − x_origin."""
+    import re
+
+    side = max(width, height)
+    x0, y0 = (side - width) // 2, (side - height) // 2
+    found, spans = [], []
+    for m in re.finditer(r"<p>(.*?)<\/p>\s*(\[[\d.,;\s]*\])", text):
+        spans.append(m.span(2))
+        for group in m.group(2)[1:-1].split(";"):
+            found.append((m.group(1), [float(v) for v in re.findall(r"\d+\.\d+", group)]))
+    for m in re.finditer(r"(?<!\|\|\|)(\[[\d.,;\s]*\])", text):
+        if m.span(1) not in spans:
+            for group in m.group(1)[1:-1].split(";"):
+                found.append(("", [float(v) for v in re.findall(r"\d+\.\d+", group)]))
+    return [(label, [v * side - (x0 if i % 2 == 0 else y0) for i, v in enumerate(values)]) for label, values in found]
+
+
+@pytest.mark.parametrize("answer", [
+    "<p>A man</p> [0.12,0.30,0.45,0.78] is riding <p>a horse</p> [0.40,0.42,0.93,0.82].",  # inside the image's rows 0.17–0.83
+    "There are two dogs: <p>dogs</p> [0.10,0.20,0.30,0.40;0.55,0.25,0.80,0.70]",
+    "The cup is at [0.61,0.33,0.74,0.52].",
+    "<p>left shoulder</p> [0.35,0.41], <p>nose</p> [0.52,0.20]",
+])
+def test_sphinx_demo_answers_give_the_boxes_its_own_regex_gives(answer):
+    width, height = 640, 427  # landscape: the square pads top and bottom
+    theirs = _sphinx_demo_boxes(answer, width, height)
+    result = parse(answer, (width, height))
+    ours = [list(d.box) for d in result.detections if d.box is not None] + \
+           [list(p) for d in result.detections for p in (d.points or {}).values()]
+    flat = [x for box in sorted(ours) for x in box]
+    assert len(ours) == len(theirs) and flat == pytest.approx([x for box in sorted(v for _, v in theirs) for x in box], abs=1e-6)
+    tagged = {label for label, _ in theirs if label}
+    assert tagged <= {d.label for d in result.detections} | {k for d in result.detections for k in (d.points or {})}

@@ -247,3 +247,24 @@ def test_a_sphinx_front_end_computes_what_sphinx_computes(tmp_path):
         tokens = enc(px.unsqueeze(1))  # (2, T, 48): [begin] 6 queries [cls] 16 grid [end]
         torch.testing.assert_close(tokens[:, 1:7], enc.qformer_projector(queries), rtol=1e-5, atol=1e-5)
         assert enc(px.unsqueeze(1)).shape == (2, enc.layout.tokens_per_image, 48)
+
+
+def test_dinov2_interpolates_position_embeddings_as_dinov2_does():
+    """At another resolution than it was trained at (SPHINX: 224 for a 518 model), DINOv2's own code scales the
+    position grid by (n + 0.1) / M; transformers' port resizes to n, which samples other points."""
+    import torch.nn.functional as F
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(6)
+    spec = EncoderSpec(backend="dinov2", arch=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                                                   patch_size=8), image_size=48)
+    tower = build_backend(spec)
+    table = tower.model.embeddings.position_embeddings  # (1, 1 + 16, 16): a 4×4 grid
+    grid = table[:, 1:].reshape(1, 4, 4, 16).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, scale_factor=(6.1 / 4, 6.1 / 4), mode="bicubic", antialias=False).permute(0, 2, 3, 1).reshape(1, 36, 16)
+    ours = tower.model.embeddings.interpolate_pos_encoding(torch.zeros(1, 37, 16), 48, 48)
+    torch.testing.assert_close(ours, torch.cat([table[:, :1], expected], dim=1))
+    port = Dinov2Model(Dinov2Config(**spec.arch)).embeddings
+    port.load_state_dict(tower.model.embeddings.state_dict())
+    assert not torch.allclose(port.interpolate_pos_encoding(torch.zeros(1, 37, 16), 48, 48), ours)
+    assert tower(torch.rand(1, 3, 48, 48)).grid.shape == (1, 16, 6, 6)

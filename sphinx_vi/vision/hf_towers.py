@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import types
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -85,10 +86,32 @@ class ClipViT(HFVisionTower):
         return self.model.post_layernorm(self.model(pixel_values=pixels).last_hidden_state)  # type: ignore[operator]
 
 
+def _dinov2_position_embeddings(embeddings: Any, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """DINOv2's own position-embedding interpolation (facebookresearch/dinov2, the torch-hub models SPHINX runs):
+    bicubic with scale factor (n + 0.1) / M, no antialiasing. transformers' port asks for the output size instead,
+    which samples the trained grid at slightly other points."""
+    table = embeddings.position_embeddings  # (1, 1 + M², C)
+    patches, positions = tokens.shape[1] - 1, table.shape[1] - 1
+    if patches == positions and height == width:
+        return table
+    patch = embeddings.patch_embeddings.patch_size
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    w0, h0, M = width // patch, height // patch, math.isqrt(positions)
+    grid = table[:, 1:].float().reshape(1, M, M, -1).permute(0, 3, 1, 2)  # (1, C, M, M)
+    grid = torch.nn.functional.interpolate(grid, scale_factor=((w0 + 0.1) / M, (h0 + 0.1) / M), mode="bicubic", antialias=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, table.shape[-1])  # (1, h0·w0, C)
+    return torch.cat([table[:, :1].float(), grid], dim=1).to(table.dtype)
+
+
 @register_backend("dinov2")
 class DinoV2(HFVisionTower):
     model_class = Dinov2Model
     config_class = Dinov2Config
+
+    def __init__(self, spec: EncoderSpec, model: PreTrainedModel) -> None:
+        super().__init__(spec, model)
+        embeddings: Any = model.embeddings
+        embeddings.interpolate_pos_encoding = types.MethodType(_dinov2_position_embeddings, embeddings)
 
 
 @register_backend("siglip")
