@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--vision-tower", default=None, help="local copy of the vision tower's repository (original LLaVA layout)")
     conv.add_argument("--tokenizer", default=None, help="tokenizer directory (default: SRC)")
     conv.add_argument("--template", default=None, help="chat template name (llava-hf without its own template)")
-    conv.add_argument("--preset", default="sphinx-1k", help="sphinx: the checkpoint's architecture (sphinx-1k, sphinx-v2-1k)")
+    conv.add_argument("--preset", default="sphinx-1k", help="sphinx: the checkpoint's architecture (sphinx-1k, sphinx-v2-1k, sphinx)")
     return p
 
 

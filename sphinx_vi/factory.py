@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
@@ -27,6 +27,7 @@ from .presets import list_presets, preset_config_dict
 from .processing import SphinxViProcessor
 from .vision.base import VisionBackend, allow_download_default, resolve_weights
 from .vision.mixed import MixedVisionEncoder, build_backend
+from .weights import check_complete
 
 # Checkpoints shipped inside the package, loadable by name with no path.
 EMBEDDED_MODELS = {"tiny-shapes": Path(__file__).resolve().parent / "assets" / "models" / "tiny-shapes"}
@@ -117,8 +118,10 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
 def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:
     """A directory written by `save_pretrained` (model, tokenizer, processor), or an embedded model by name."""
     directory = resolve_checkpoint(name_or_path)
-    model = SphinxViForConditionalGeneration.from_pretrained(directory)
-    return LoadedModel(model.to(device), SphinxViProcessor.from_pretrained(directory))  # type: ignore[arg-type]
+    loaded: Any = SphinxViForConditionalGeneration.from_pretrained(directory, output_loading_info=True)
+    model, info = loaded
+    check_complete(f"checkpoint {directory}", info["missing_keys"], info["unexpected_keys"], info.get("mismatched_keys", ()))
+    return LoadedModel(model.to(device), SphinxViProcessor.from_pretrained(directory))
 
 
 def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: SphinxViProcessor,

@@ -81,3 +81,18 @@ def test_names_resolve_to_checkpoints_presets_or_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_checkpoint(tmp_path / "empty")
+
+
+def test_a_checkpoint_missing_weights_is_refused_not_filled_at_random(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from sphinx_vi.weights import IncompleteWeightsError
+
+    model, processor = build_from_preset("tiny")
+    save_checkpoint(tmp_path / "m", model, processor)
+    weights = tmp_path / "m" / "model.safetensors"
+    state = load_file(weights)
+    state.pop("vision.projector.0.weight")
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(IncompleteWeightsError, match=r"checkpoint .*1 missing \(e.g. vision.projector.0.weight"):
+        load_checkpoint(tmp_path / "m")

@@ -135,6 +135,12 @@ def _llm(vocab, d, layers, ffn, kv):
     return 2 * vocab * d + layers * (2 * d * d + 2 * d * kv + 3 * d * ffn + 2 * d) + d
 
 
+def test_plain_sphinx_is_one_view_of_sphinx_1k():
+    cfg = SphinxViConfig(**preset_config_dict("sphinx"))
+    assert cfg.layout.tokens_per_image == 291 and cfg.layout.num_views == 1 and cfg.chat_template == "sphinx"
+    assert [e.backend for e in cfg.vision_config.encoders] == [e.backend for e in SphinxViConfig(**preset_config_dict("sphinx-1k")).vision_config.encoders]
+
+
 @pytest.mark.parametrize("preset", ["sphinx-1k", "sphinx-v2-1k", "sphinx-vi-1k"])
 def test_sphinx_presets_build_sphinx_1ks_visual_side_on_the_meta_device(preset):
     cfg = SphinxViConfig(**preset_config_dict(preset))
