@@ -217,6 +217,10 @@ def test_a_tensor_parallel_sphinx_checkpoint_converts_to_sphinxs_logits(tmp_path
     theirs = _reference(parts, inputs["pixel_values"], inputs["input_ids"], vi.model.config.image_token_id)
     assert ours.shape[-1] == vocab + 1  # the `<image>` row
     torch.testing.assert_close(ours[..., :vocab], theirs, rtol=1e-4, atol=1e-4)
+    import json
+
+    record = json.loads((out / "conversion.json").read_text())  # what was left out is said, not silently dropped
+    assert sorted(record["left_out_never_run"]) == ["llma.clip.logit_scale", "llma.clip.token_embedding.weight", "llma.clip.visual.proj"]
 
 
 def test_rope_permutation_turns_interleaved_pairs_into_halves():

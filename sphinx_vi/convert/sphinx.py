@@ -181,8 +181,8 @@ def _dinov2_hub(key: str, t: torch.Tensor, out: str) -> dict[str, torch.Tensor]:
     return {}
 
 
-def map_sphinx(state: dict[str, torch.Tensor], config: SphinxViConfig) -> dict[str, torch.Tensor]:
-    """LLaMA2-Accessory's keys (without `llma.`) → ours; a key that maps nowhere is an error (UNUSED aside)."""
+def map_sphinx(state: dict[str, torch.Tensor], config: SphinxViConfig) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """LLaMA2-Accessory's keys (without `llma.`) → (ours, the UNUSED keys left out); any other key that maps nowhere is an error."""
     text = config.text_config
     heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
     names = {spec.backend: spec.name for spec in config.vision_config.encoders}
@@ -204,8 +204,10 @@ def map_sphinx(state: dict[str, torch.Tensor], config: SphinxViConfig) -> dict[s
         ("layers.", lambda k, t: _llama("layers." + k, t, heads, kv_heads)),
     ]
     out: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
     for key, tensor in state.items():
         if UNUSED.match(key):
+            unused.append("llma." + key)
             continue
         mapped: dict[str, torch.Tensor] = {}
         for prefix, rule in rules:
@@ -215,7 +217,7 @@ def map_sphinx(state: dict[str, torch.Tensor], config: SphinxViConfig) -> dict[s
         if not mapped:
             raise SphinxCheckpointError(f"key {'llma.' + key!r} is not part of SPHINX's model (nothing would read it)")
         out.update(mapped)
-    return out
+    return out, unused
 
 
 def convert_sphinx(src: str | Path, out: str | Path, *, tokenizer: str | Path, preset: str | dict = "sphinx-1k") -> Path:
@@ -230,10 +232,11 @@ def convert_sphinx(src: str | Path, out: str | Path, *, tokenizer: str | Path, p
     vocab = max(int(state["tok_embeddings.weight"].shape[0]) + 1, len(tok)) if "tok_embeddings.weight" in state else len(tok)
     raw["text_config"] = {**raw["text_config"], "vocab_size": vocab}
     config = SphinxViConfig(**{**raw, "tokenizer": str(tokenizer), "image_token_id": image_token_id})
-    mapped = map_sphinx(state, config)
+    mapped, unused = map_sphinx(state, config)
     mapped.update(tower_buffers(config))
     grow_vocab(mapped, ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"), vocab)
     check_against(expected_state(config), mapped, src)
     return write_checkpoint(out, config, mapped, tok, {"from": "sphinx", "preset": preset if isinstance(preset, str) else "custom",
                                                        "source": str(src),
-                                                       "tensor_parallel_shards": len(shards)})
+                                                       "tensor_parallel_shards": len(shards),
+                                                       "left_out_never_run": unused})
