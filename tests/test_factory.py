@@ -96,3 +96,16 @@ def test_a_checkpoint_missing_weights_is_refused_not_filled_at_random(tmp_path):
     save_file(state, weights, metadata={"format": "pt"})
     with pytest.raises(IncompleteWeightsError, match=r"checkpoint .*1 missing \(e.g. vision.projector.0.weight"):
         load_checkpoint(tmp_path / "m")
+
+
+def test_checkpoints_load_by_path_through_transformers_auto_classes(tmp_path):
+    """Importing sphinx_vi registers its config and model with AutoConfig and AutoModelForImageTextToText."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    model, processor = build_from_preset("tiny")
+    save_checkpoint(tmp_path / "m", model, processor)
+    assert type(AutoConfig.from_pretrained(tmp_path / "m")) is SphinxViConfig
+    auto = AutoModelForImageTextToText.from_pretrained(tmp_path / "m")
+    assert type(auto) is type(model)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(auto.state_dict()[key], value)

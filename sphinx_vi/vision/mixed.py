@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -61,20 +61,9 @@ class VisionConfig:
                                  queries=queries, cls=self.cls_token, markers=self.image_markers, skip=self.skip_grid_tokens)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "encoders": [e.to_dict() for e in self.encoders],
-            "grid_size": self.grid_size,
-            "merge_2x2": self.merge_2x2,
-            "views_grid": self.views_grid,
-            "resolution": self.resolution,
-            "global_from_high": self.global_from_high,
-            "position_features": self.position_features,
-            "projector": self.projector,
-            "cls_token": self.cls_token,
-            "image_markers": self.image_markers,
-            "skip_grid_tokens": self.skip_grid_tokens,
-            "pad_colour": self.pad_colour,
-        }
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["encoders"] = [e.to_dict() for e in self.encoders]
+        return out
 
 
 def _projector(kind: str, in_width: int, out_width: int) -> nn.Sequential:
