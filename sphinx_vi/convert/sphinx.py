@@ -229,7 +229,7 @@ def convert_sphinx(src: str | Path, out: str | Path, *, tokenizer: str | Path, p
     tok = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
     image_token_id = ensure_image_token(tok)
     raw = preset_config_dict(preset) if isinstance(preset, str) else dict(preset)
-    vocab = max(int(state["tok_embeddings.weight"].shape[0]) + 1, len(tok)) if "tok_embeddings.weight" in state else len(tok)
+    vocab = max(int(state["tok_embeddings.weight"].shape[0]), len(tok)) if "tok_embeddings.weight" in state else len(tok)
     raw["text_config"] = {**raw["text_config"], "vocab_size": vocab}
     config = SphinxViConfig(**{**raw, "tokenizer": str(tokenizer), "image_token_id": image_token_id})
     mapped, unused = map_sphinx(state, config)
