@@ -16,6 +16,7 @@ from .grounding import Detection, deduplicate, format_box, parse
 from .grounding.constraint import BoxGrammarConstraint
 from .images import ImageInput
 from .modeling import SphinxViForConditionalGeneration
+from .precision import DType
 from .processing import SphinxViProcessor
 from .prompts import Lang, Task, task_prompt
 from .session import ChatSession, image_key
@@ -42,20 +43,23 @@ class SphinxVi:
     # --- construction (sphinx_vi.factory) -----------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, seed: int = 0, *, load_weights: bool = False, allow_download: bool | None = None,
-                    device: str | torch.device = "cpu") -> SphinxVi:
+                    device: str | torch.device = "cpu", dtype: DType | torch.dtype | None = None) -> SphinxVi:
         """Build preset `name`: random init from `seed`, or (`load_weights`) its parts' checkpoints."""
         return cls(*factory.build_from_preset(name, seed, load_weights=load_weights, allow_download=allow_download,
-                                              device=device))
+                                              device=device, dtype=dtype))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> SphinxVi:
-        """Load a directory written by `save_pretrained`, or an embedded model by name (`tiny-shapes`)."""
-        return cls(*factory.load_checkpoint(path, device=device))
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
+                        dtype: DType | torch.dtype | None = None) -> SphinxVi:
+        """Load a directory written by `save_pretrained`, or an embedded model by name (`tiny-shapes`).
+
+        `dtype`: float32 (default), bfloat16, or auto (bf16 where the hardware computes it: `sphinx_vi.precision`)."""
+        return cls(*factory.load_checkpoint(path, device=device, dtype=dtype))
 
     @classmethod
-    def load(cls, name_or_path: str, *, seed: int = 0) -> SphinxVi:
+    def load(cls, name_or_path: str, *, seed: int = 0, dtype: DType | torch.dtype | None = None) -> SphinxVi:
         """A checkpoint directory if one exists at that path, else a preset of that name."""
-        return cls(*factory.load_model(name_or_path, seed=seed))
+        return cls(*factory.load_model(name_or_path, seed=seed, dtype=dtype))
 
     def save_pretrained(self, path: str | Path) -> None:
         factory.save_checkpoint(path, self.model, self.processor)

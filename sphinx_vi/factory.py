@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from .configuration import SphinxViConfig
 from .modeling import SphinxViForConditionalGeneration
+from .precision import DType, resolve_dtype
 from .presets import list_presets, preset_config_dict
 from .processing import SphinxViProcessor
 from .vision.base import VisionBackend, allow_download_default, resolve_weights
@@ -39,17 +40,18 @@ class LoadedModel(NamedTuple):
 
 
 def build_from_preset(name: str, seed: int = 0, *, load_weights: bool = False, allow_download: bool | None = None,
-                      device: str | torch.device = "cpu") -> LoadedModel:
+                      device: str | torch.device = "cpu", dtype: DType | torch.dtype | None = None) -> LoadedModel:
     """Preset `name`: random init from `seed`, or (`load_weights`) its parts' own checkpoints.
 
     Downloads (hub ids, open_clip tags) need `allow_download=True` or SPHINX_VI_ALLOW_DOWNLOAD=1.
     """
     return build_from_config(SphinxViConfig(**preset_config_dict(name)), seed, load_weights=load_weights,
-                             allow_download=allow_download, device=device)
+                             allow_download=allow_download, device=device, dtype=dtype)
 
 
 def build_from_config(config: SphinxViConfig, seed: int = 0, *, load_weights: bool = False,
-                      allow_download: bool | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+                      allow_download: bool | None = None, device: str | torch.device = "cpu",
+                      dtype: DType | torch.dtype | None = None) -> LoadedModel:
     """A model of `config` with its processor; the embeddings grow to fit the tokenizer if it is larger."""
     allow = allow_download_default() if allow_download is None else allow_download
     processor = SphinxViProcessor.from_model_config(config, allow_download=allow)
@@ -61,7 +63,7 @@ def build_from_config(config: SphinxViConfig, seed: int = 0, *, load_weights: bo
             model = SphinxViForConditionalGeneration(config)
     if len(processor.tokenizer) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
         model.resize_token_embeddings(len(processor.tokenizer))
-    return LoadedModel(model.to(device), processor)  # type: ignore[arg-type]  # transformers types `.to` oddly
+    return LoadedModel(model.to(device, resolve_dtype(dtype, device)), processor)  # type: ignore[arg-type]
 
 
 def assemble_from_parts(config: SphinxViConfig, *, allow_download: bool) -> SphinxViForConditionalGeneration:
@@ -115,13 +117,14 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     return directory
 
 
-def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:
+def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "cpu",
+                    dtype: DType | torch.dtype | None = None) -> LoadedModel:
     """A directory written by `save_pretrained` (model, tokenizer, processor), or an embedded model by name."""
     directory = resolve_checkpoint(name_or_path)
     loaded: Any = SphinxViForConditionalGeneration.from_pretrained(directory, output_loading_info=True)
     model, info = loaded
     check_complete(f"checkpoint {directory}", info["missing_keys"], info["unexpected_keys"], info.get("mismatched_keys", ()))
-    return LoadedModel(model.to(device), SphinxViProcessor.from_pretrained(directory))
+    return LoadedModel(model.to(device, resolve_dtype(dtype, device)), SphinxViProcessor.from_pretrained(directory))
 
 
 def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: SphinxViProcessor,
@@ -133,10 +136,11 @@ def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: Sp
     return Path(directory)
 
 
-def load_model(name_or_path: str, *, seed: int = 0, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(name_or_path: str, *, seed: int = 0, device: str | torch.device = "cpu",
+               dtype: DType | torch.dtype | None = None) -> LoadedModel:
     """A checkpoint directory if one exists at that path (or an embedded name), else a preset of that name."""
     if Path(name_or_path).expanduser().exists() or name_or_path in EMBEDDED_MODELS:
-        return load_checkpoint(name_or_path, device=device)
+        return load_checkpoint(name_or_path, device=device, dtype=dtype)
     if name_or_path in list_presets():
-        return build_from_preset(name_or_path, seed=seed, device=device)
+        return build_from_preset(name_or_path, seed=seed, device=device, dtype=dtype)
     raise FileNotFoundError(f"{name_or_path!r} is neither a checkpoint directory nor a preset ({', '.join(list_presets())})")

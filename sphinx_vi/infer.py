@@ -26,6 +26,7 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from .images import ImageError
+from .precision import DType
 
 Task = Literal["detect", "ground", "chat"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -117,7 +118,7 @@ def _row(item: Item, task: Task, answer: Any) -> dict[str, Any]:
 
 
 def run(model: str, data: str | Path, task: Task, out: str | Path, *, query: str | None = None, prompt: str | None = None,
-        batch_size: int = 8, max_new_tokens: int = 128, stop_after: int | None = None) -> Path:
+        batch_size: int = 8, max_new_tokens: int = 128, stop_after: int | None = None, dtype: DType = "float32") -> Path:
     """Answer every item of `data` with `model`; returns the merged predictions file.
 
     `stop_after`: stop after that many batches of this process, unmerged (a simulated kill, for tests).
@@ -133,7 +134,7 @@ def run(model: str, data: str | Path, task: Task, out: str | Path, *, query: str
     items = items_from(data, task, query, prompt)
     done = _done(out)
     mine = [it for it in items if it.index % world == rank and it.index not in done]
-    vi = SphinxVi.load(model)
+    vi = SphinxVi.load(model, dtype=dtype)
     batches = _batches(mine, batch_size)
     with open(_part(out, rank), "a", encoding="utf-8") as f:
         for k, batch in enumerate(tqdm(batches, desc=f"infer {task}" + (f" [{rank}/{world}]" if world > 1 else ""),
@@ -217,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt", default=None, help="image folder: the question (chat)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "auto"], default="float32")
     args = p.parse_args(argv)
     try:
         out = run(args.model, args.data, args.task, args.out, query=args.query, prompt=args.prompt,
-                  batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+                  batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -109,3 +109,21 @@ def test_checkpoints_load_by_path_through_transformers_auto_classes(tmp_path):
     assert type(auto) is type(model)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(auto.state_dict()[key], value)
+
+
+def test_bf16_inference_answers_like_fp32_and_auto_follows_the_hardware(world_image):
+    from sphinx_vi import SphinxVi
+    from sphinx_vi.precision import cpu_has_bf16, resolve_dtype
+
+    fp32 = SphinxVi.from_pretrained("tiny-shapes")
+    bf16 = SphinxVi.from_pretrained("tiny-shapes", dtype="bfloat16")
+    assert bf16.model.dtype == torch.bfloat16 and fp32.model.dtype == torch.float32
+    inputs = fp32.processor(fp32.processor.apply_chat_template([{"role": "user", "content": "<image>\nCó gì?"}]), [world_image])
+    with torch.no_grad():
+        a, b = fp32.model(**inputs).logits, bf16.model(**inputs).logits.float()
+    assert (a - b).abs().max() < 0.25 * a.abs().max()  # bf16's 8-bit mantissa, through a 4-layer model
+    box_a, box_b = fp32.ground(world_image, "hình tròn màu đỏ").box, bf16.ground(world_image, "hình tròn màu đỏ").box
+    assert max(abs(x - y) for x, y in zip(box_a, box_b)) <= 0.05 * 128  # the same object, a digit apart at most
+    assert resolve_dtype("auto") == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    with pytest.raises(ValueError, match="choose auto"):
+        resolve_dtype("float16")  # type: ignore[arg-type]

@@ -19,12 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--share", action="store_true", help="public Gradio share link (off unless asked)")
     p.add_argument("--ui-lang", choices=["vi", "en"], default="vi")
     p.add_argument("--max-upload-mb", type=int, default=20)
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "auto"], default="float32",
+                   help="the model's dtype; auto = bf16 where the hardware computes it")
     args = p.parse_args(argv)
     from .core import Studio
     from .ui import launch
 
     try:
-        studio = Studio(args.model, args.sam, args.sam_type, args.inpaint, args.ui_lang)
+        studio = Studio(args.model, args.sam, args.sam_type, args.inpaint, args.ui_lang, dtype=args.dtype)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

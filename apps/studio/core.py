@@ -14,6 +14,7 @@ from sphinx_vi import SphinxVi
 from sphinx_vi.draw import PALETTE, draw_detections
 from sphinx_vi.grounding import Detection
 from sphinx_vi.images import ImageError, load_image
+from sphinx_vi.precision import DType
 from sphinx_vi.tools import EditSettings, load_inpainter, load_segmenter, union_mask
 
 from .texts import TEXTS
@@ -38,10 +39,10 @@ class DetectOutput:
 
 class Studio:
     def __init__(self, model: str = "tiny-shapes", sam: str | None = None, sam_type: str = "vit_h",
-                 inpaint: str | None = None, ui_lang: str = "vi") -> None:
+                 inpaint: str | None = None, ui_lang: str = "vi", dtype: DType = "float32") -> None:
         self.t = TEXTS[ui_lang]
         self.model_name = model
-        self.vi = SphinxVi.load(model)
+        self.vi = SphinxVi.load(model, dtype=dtype)
         self.segmenter = load_segmenter(sam, sam_type)
         self.inpainter = load_inpainter(inpaint)
         self._cache: OrderedDict[tuple[str, str], tuple[str, list[Detection], list[str]]] = OrderedDict()

@@ -113,14 +113,18 @@ class VisionBackend(nn.Module, ABC):
         return self
 
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, R, R) in [0, 1] → (B, 3, S, S) resized to this encoder's size and normalised."""
+        """(B, 3, R, R) in [0, 1] → (B, 3, S, S) resized to this encoder's size and normalised, in the tower's dtype.
+
+        Resizing and normalising run in float32 (antialiased bicubic has no bf16 kernel on the CPU)."""
+        dtype = pixels.dtype
+        pixels = pixels.float()
         if pixels.shape[-1] != self.input_size or pixels.shape[-2] != self.input_size:
             size = (self.input_size, self.input_size)
             if self.spec.resize == "nearest":
                 pixels = F.interpolate(pixels, size=size, mode="nearest")
             else:
                 pixels = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False, antialias=True)
-        return (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
+        return ((pixels - self.mean.float()) / self.std.float()).to(dtype)
 
     def grad_context(self) -> torch.autograd.grad_mode.set_grad_enabled:
         """No autograd graph through a frozen tower."""
