@@ -19,6 +19,7 @@ from .modeling import SphinxViForConditionalGeneration
 from .precision import DType
 from .processing import SphinxViProcessor
 from .prompts import Lang, Task, task_prompt
+from .quantization import Quantization
 from .session import ChatSession, image_key
 
 Prompt = str | Sequence[str] | Callable[[Image.Image], str]
@@ -49,12 +50,13 @@ class SphinxVi:
                                               device=device, dtype=dtype))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        dtype: DType | torch.dtype | None = None) -> SphinxVi:
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", dtype: DType | torch.dtype | None = None,
+                        quantization: Quantization | None = None) -> SphinxVi:
         """Load a directory written by `save_pretrained`, or an embedded model by name (`tiny-shapes`).
 
-        `dtype`: float32 (default), bfloat16, or auto (bf16 where the hardware computes it: `sphinx_vi.precision`)."""
-        return cls(*factory.load_checkpoint(path, device=device, dtype=dtype))
+        `dtype`: float32 (default), bfloat16, or auto (bf16 where the hardware computes it: `sphinx_vi.precision`).
+        `quantization`: nf4 or int8 LLM weights through bitsandbytes (`sphinx_vi.quantization`)."""
+        return cls(*factory.load_checkpoint(path, device=device, dtype=dtype, quantization=quantization))
 
     @classmethod
     def load(cls, name_or_path: str, *, seed: int = 0, dtype: DType | torch.dtype | None = None) -> SphinxVi:

@@ -26,6 +26,7 @@ from .modeling import SphinxViForConditionalGeneration
 from .precision import DType, resolve_dtype
 from .presets import list_presets, preset_config_dict
 from .processing import SphinxViProcessor
+from .quantization import Quantization, quantize_language_model
 from .vision.base import VisionBackend, allow_download_default, resolve_weights
 from .vision.mixed import MixedVisionEncoder, build_backend
 from .weights import check_complete
@@ -118,13 +119,17 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
 
 
 def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "cpu",
-                    dtype: DType | torch.dtype | None = None) -> LoadedModel:
-    """A directory written by `save_pretrained` (model, tokenizer, processor), or an embedded model by name."""
+                    dtype: DType | torch.dtype | None = None, quantization: Quantization | None = None) -> LoadedModel:
+    """A directory written by `save_pretrained` (model, tokenizer, processor), or an embedded model by name;
+    `quantization` (nf4, int8) loads its LLM's linear layers through bitsandbytes."""
     directory = resolve_checkpoint(name_or_path)
     loaded: Any = SphinxViForConditionalGeneration.from_pretrained(directory, output_loading_info=True)
     model, info = loaded
     check_complete(f"checkpoint {directory}", info["missing_keys"], info["unexpected_keys"], info.get("mismatched_keys", ()))
-    return LoadedModel(model.to(device, resolve_dtype(dtype, device)), SphinxViProcessor.from_pretrained(directory))
+    model = model.to(device, resolve_dtype(dtype, device))
+    if quantization is not None:
+        quantize_language_model(model, quantization, device)
+    return LoadedModel(model, SphinxViProcessor.from_pretrained(directory))
 
 
 def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: SphinxViProcessor,
@@ -137,10 +142,10 @@ def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: Sp
 
 
 def load_model(name_or_path: str, *, seed: int = 0, device: str | torch.device = "cpu",
-               dtype: DType | torch.dtype | None = None) -> LoadedModel:
+               dtype: DType | torch.dtype | None = None, quantization: Quantization | None = None) -> LoadedModel:
     """A checkpoint directory if one exists at that path (or an embedded name), else a preset of that name."""
     if Path(name_or_path).expanduser().exists() or name_or_path in EMBEDDED_MODELS:
-        return load_checkpoint(name_or_path, device=device, dtype=dtype)
+        return load_checkpoint(name_or_path, device=device, dtype=dtype, quantization=quantization)
     if name_or_path in list_presets():
         return build_from_preset(name_or_path, seed=seed, device=device, dtype=dtype)
     raise FileNotFoundError(f"{name_or_path!r} is neither a checkpoint directory nor a preset ({', '.join(list_presets())})")

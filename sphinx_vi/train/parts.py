@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM
 
 from ..modeling import SphinxViForConditionalGeneration
+from ..quantization import bnb_config, quantize_language_model
 from .config import TrainConfig
 
 
@@ -16,13 +16,9 @@ class QLoRAUnavailableError(RuntimeError):
     """QLoRA was asked for where it cannot run (no CUDA or no bitsandbytes)."""
 
 
-def qlora_quantization_config():
+def qlora_quantization_config() -> Any:
     """NF4 4-bit weights with bf16 compute, double quantisation (the QLoRA recipe)."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
-    )
+    return bnb_config("nf4")
 
 
 def check_qlora_available() -> None:
@@ -34,15 +30,13 @@ def check_qlora_available() -> None:
         raise QLoRAUnavailableError("qlora needs bitsandbytes: pip install bitsandbytes") from None
 
 
-def quantize_language_model(model: SphinxViForConditionalGeneration) -> None:
-    """Reload the LLM in 4-bit NF4 from its own weights (round trip through a temporary directory)."""
+def prepare_qlora(model: SphinxViForConditionalGeneration) -> None:
+    """The LLM in 4-bit NF4 from its own weights, prepared for k-bit training."""
     from peft import prepare_model_for_kbit_training
 
     check_qlora_available()
-    with tempfile.TemporaryDirectory() as tmp:
-        model.language_model.save_pretrained(tmp)
-        lm = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=qlora_quantization_config(), device_map={"": 0})
-    model.language_model = prepare_model_for_kbit_training(lm)
+    quantize_language_model(model, "nf4", device=0)
+    model.language_model = prepare_model_for_kbit_training(model.language_model)
 
 
 def lora_config(cfg: TrainConfig) -> LoraConfig:
@@ -70,7 +64,7 @@ def apply_trainable(model: SphinxViForConditionalGeneration, cfg: TrainConfig) -
         counts["llm"] = sum(p.numel() for p in model.language_model.parameters())
     if "llm_lora" in cfg.trainable:
         if cfg.qlora:
-            quantize_language_model(model)
+            prepare_qlora(model)
         model.language_model = get_peft_model(model.language_model, lora_config(cfg))
         counts["llm_lora"] = sum(p.numel() for p in model.language_model.parameters() if p.requires_grad)
     if "lm_head" in cfg.trainable:
