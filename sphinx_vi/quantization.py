@@ -64,6 +64,61 @@ def _generic_kernel_where_packing_fails(lm: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def _dequantized(layer: Any) -> torch.Tensor:
+    import bitsandbytes as bnb
+
+    if isinstance(layer, bnb.nn.Linear4bit):
+        weight: Any = layer.weight  # a bnb Params4bit
+        data, state = weight.data, weight.quant_state
+        if getattr(state, "packing_format_for_cpu", False):  # repacked for the AVX-512 BF16 kernel by a first inference call
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            data, state = _convert_weight_packed_for_cpu_inverse(data, state)
+        return bnb.functional.dequantize_4bit(data, state).float()
+    return layer.weight.data.float() * layer.weight.SCB.float().unsqueeze(1) / 127.0  # LLM.int8 rows
+
+
+def dequantize_language_model(lm: torch.nn.Module, dtype: torch.dtype = torch.float32) -> int:
+    """Replace every bitsandbytes linear of `lm` by an `nn.Linear` holding its dequantized weights, with the
+    deltas of LoRA adapters wrapped around it folded in; the quantization config is forgotten. Returns how
+    many layers were replaced (0 for a plain model). Call it on the base model of a QLoRA run before saving."""
+    try:
+        import bitsandbytes as bnb
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return 0
+    quantized = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    replaced = 0
+    targets: list[tuple[Any, str, Any, Any]] = []  # (parent, name, layer, its quantized base): a LoRA wrapper with its base
+    for module in lm.modules():
+        if isinstance(module, LoraLayer):
+            continue
+        for name, child in module.named_children():
+            base = child.get_base_layer() if isinstance(child, LoraLayer) else child
+            if isinstance(base, quantized):
+                targets.append((module, name, child, base))
+    for module, name, child, base in targets:
+        weight = _dequantized(base)
+        if isinstance(child, LoraLayer):
+            for adapter in child.active_adapters:
+                weight = weight + child.get_delta_weight(adapter).float()  # type: ignore[attr-defined]  # every LoRA linear has it
+        plain = torch.nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, device=weight.device, dtype=dtype)
+        with torch.no_grad():
+            plain.weight.copy_(weight.to(dtype))
+            if base.bias is not None:
+                plain.bias.copy_(base.bias.data.to(dtype))
+        setattr(module, name, plain)
+        replaced += 1
+    if replaced:
+        config: Any = getattr(lm, "config", None)
+        for attr in ("quantization_config", "_pre_quantization_dtype"):
+            if config is not None and hasattr(config, attr):
+                delattr(config, attr)
+        if hasattr(lm, "hf_quantizer"):
+            setattr(lm, "hf_quantizer", None)  # noqa: B010 - a plain attribute of a transformers model
+    return replaced
+
+
 def weight_bytes(module: torch.nn.Module) -> int:
     """Bytes of a module's parameters and buffers as stored (packed 4-bit weights count as stored)."""
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])

@@ -130,7 +130,7 @@ def test_nothing_in_the_library_imports_experiments_or_benchmarks():
 LAYERS = [
     ["sphinx_vi.text", "sphinx_vi.images", "sphinx_vi.views", "sphinx_vi.grounding", "sphinx_vi.prompts", "sphinx_vi.fonts",
      "sphinx_vi.draw", "sphinx_vi.assets",
-     "sphinx_vi.weights", "sphinx_vi.precision"],
+     "sphinx_vi.weights", "sphinx_vi.precision", "sphinx_vi.quantization"],
     ["sphinx_vi.vision", "sphinx_vi.configuration", "sphinx_vi.modeling", "sphinx_vi.processing", "sphinx_vi.presets",
      "sphinx_vi.decoding", "sphinx_vi.packed_attention"],
     ["sphinx_vi.factory", "sphinx_vi.generation", "sphinx_vi.session", "sphinx_vi.data", "sphinx_vi.guidance"],

@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from ..modeling import SphinxViForConditionalGeneration
-from ..quantization import bnb_config, quantize_language_model
+from ..quantization import bnb_config, dequantize_language_model, quantize_language_model
 from .config import TrainConfig
 
 
@@ -22,12 +22,11 @@ def qlora_quantization_config() -> Any:
 
 
 def check_qlora_available() -> None:
-    if not torch.cuda.is_available():
-        raise QLoRAUnavailableError("qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); on the CPU use trainable: [llm_lora]")
+    """bitsandbytes must be installed (its 4-bit kernels run on CUDA and, since 0.46, on the CPU)."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise QLoRAUnavailableError("qlora needs bitsandbytes: pip install bitsandbytes") from None
+        raise QLoRAUnavailableError("qlora needs bitsandbytes: pip install 'sphinx_vi[quant]'") from None
 
 
 def prepare_qlora(model: SphinxViForConditionalGeneration) -> None:
@@ -35,8 +34,9 @@ def prepare_qlora(model: SphinxViForConditionalGeneration) -> None:
     from peft import prepare_model_for_kbit_training
 
     check_qlora_available()
-    quantize_language_model(model, "nf4", device=0)
-    model.language_model = prepare_model_for_kbit_training(model.language_model)
+    quantize_language_model(model, "nf4", device="cuda:0" if torch.cuda.is_available() else "cpu")
+    # checkpointing is the loop's to enable (cfg.gradient_checkpointing), not peft's by default
+    model.language_model = prepare_model_for_kbit_training(model.language_model, use_gradient_checkpointing=False)
 
 
 def lora_config(cfg: TrainConfig) -> LoraConfig:
@@ -77,7 +77,12 @@ def apply_trainable(model: SphinxViForConditionalGeneration, cfg: TrainConfig) -
 
 
 def merge_lora(model: SphinxViForConditionalGeneration) -> SphinxViForConditionalGeneration:
-    """Fold LoRA adapters into the LLM weights so the saved model is a plain checkpoint."""
+    """Fold LoRA adapters into the LLM weights so the saved model is a plain checkpoint; a QLoRA run's 4-bit
+    base is dequantized first, so the adapters merge into full-precision weights (not re-quantized ones)."""
     if isinstance(model.language_model, PeftModel):
-        model.language_model = model.language_model.merge_and_unload()
+        base = model.language_model.get_base_model()
+        if dequantize_language_model(base):  # QLoRA: adapters folded into the dequantized weights
+            model.language_model = base
+        else:
+            model.language_model = model.language_model.merge_and_unload()
     return model
