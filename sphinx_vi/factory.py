@@ -15,6 +15,7 @@ embedded checkpoints mean the same thing everywhere.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -139,6 +140,22 @@ def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: Sp
     model.save_pretrained(directory, state_dict=state_dict)
     processor.save_pretrained(directory)
     return Path(directory)
+
+
+def provenance(name_or_path: str) -> dict[str, Any]:
+    """What a model name stands for: `kind` (embedded, checkpoint, preset) and, for checkpoints, what made them
+    (`lineage.json` of a training run, `conversion.json` of a converted release)."""
+    if name_or_path in EMBEDDED_MODELS and not Path(name_or_path).expanduser().exists():
+        kind, directory = "embedded", EMBEDDED_MODELS[name_or_path]
+    elif Path(name_or_path).expanduser().exists():
+        kind, directory = "checkpoint", Path(name_or_path).expanduser()
+    else:
+        return {"kind": "preset", "name": name_or_path}
+    out: dict[str, Any] = {"kind": kind, "name": name_or_path}
+    for record in ("lineage.json", "conversion.json"):
+        if (directory / record).exists():
+            out[record.split(".")[0]] = json.loads((directory / record).read_text())
+    return out
 
 
 def load_model(name_or_path: str, *, seed: int = 0, device: str | torch.device = "cpu",

@@ -24,6 +24,20 @@ def test_backends_are_announced(studio):
     assert "opencv-grabcut" in text and "không có SAM" in text and "opencv-telea" in text
 
 
+def test_the_header_says_what_the_model_knows(studio, tmp_path):
+    assert "ngẫu nhiên" in studio.model_card()  # the `tiny` preset: random weights
+    demo = Studio.__new__(Studio)
+    demo.t, demo.model_name = studio.t, "tiny-shapes"
+    card = demo.model_card()
+    assert "mô hình minh hoạ" in card and "python -m sphinx_vi convert" in card  # the embedded demo model, and the way out
+    from sphinx_vi.factory import build_from_preset, save_checkpoint
+
+    save_checkpoint(tmp_path / "m", *build_from_preset("tiny"))
+    (tmp_path / "m" / "conversion.json").write_text('{"from": "sphinx"}')
+    demo.model_name = str(tmp_path / "m")
+    assert "sphinx" in demo.model_card()
+
+
 def test_core_actions_and_bad_input(studio, tmp_path, monkeypatch):
     monkeypatch.setattr(studio.vi.generator, "answer", lambda images, prompts, history, **g: ["<p>hình tròn</p> [0.09,0.29,0.35,0.50]"] * len(images))
     studio._cache.clear()

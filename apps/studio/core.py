@@ -12,6 +12,7 @@ from PIL import Image
 
 from sphinx_vi import SphinxVi
 from sphinx_vi.draw import PALETTE, draw_detections
+from sphinx_vi.factory import provenance
 from sphinx_vi.grounding import Detection
 from sphinx_vi.images import ImageError, load_image
 from sphinx_vi.precision import DType
@@ -62,6 +63,20 @@ class Studio:
             img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
             notices.append(self.t["downscaled"].format(w=w, h=h, nw=img.width, nh=img.height))
         return img, notices
+
+    def model_card(self) -> str:
+        """What the loaded model is and what it knows, for the header: an embedded demo model says it knows the
+        synthetic world only, and how to load a real one."""
+        info = provenance(self.model_name)
+        if info["kind"] == "embedded":
+            return self.t["demo_model"].format(name=self.model_name)
+        if info["kind"] == "preset":
+            return self.t["random_model"].format(name=self.model_name)
+        if "conversion" in info:
+            return self.t["converted_model"].format(name=self.model_name, source=info["conversion"].get("from", "?"))
+        lineage = info.get("lineage", {})
+        return self.t["trained_model"].format(name=self.model_name, stage=lineage.get("stage", "?"), steps=lineage.get("steps", "?"),
+                                              data=lineage.get("data", "?"))
 
     def backends(self) -> str:
         seg = self.segmenter.backend + ("" if self.segmenter.backend == "segment-anything" else f" ({self.t['fallback_seg']})")

@@ -76,6 +76,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
     with gr.Blocks(title=t["title"]) as demo:
         gr.Markdown(f"# {t['title']}")
+        gr.Markdown(studio.model_card(), elem_id="model-card")
         gr.Markdown(studio.backends(), elem_id="backends")
         with gr.Tab(t["detect_tab"]):
             with gr.Row():
