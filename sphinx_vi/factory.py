@@ -130,7 +130,7 @@ def load_checkpoint(name_or_path: str | Path, *, device: str | torch.device = "c
     model = model.to(device, resolve_dtype(dtype, device))
     if quantization is not None:
         quantize_language_model(model, quantization, device)
-    return LoadedModel(model, SphinxViProcessor.from_pretrained(directory))
+    return LoadedModel(model, SphinxViProcessor.from_pretrained(directory, config=model.config))
 
 
 def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: SphinxViProcessor,
@@ -142,16 +142,21 @@ def save_checkpoint(directory: str | Path, model: PreTrainedModel, processor: Sp
     return Path(directory)
 
 
+def _kind(name_or_path: str) -> str:
+    """How a model name resolves: a path on disk wins (checkpoint), then an embedded name, else a preset name."""
+    if Path(name_or_path).expanduser().exists():
+        return "checkpoint"
+    return "embedded" if name_or_path in EMBEDDED_MODELS else "preset"
+
+
 def provenance(name_or_path: str) -> dict[str, Any]:
     """What a model name stands for: `kind` (embedded, checkpoint, preset) and, for checkpoints, what made them
     (`lineage.json` of a training run, `conversion.json` of a converted release)."""
-    if name_or_path in EMBEDDED_MODELS and not Path(name_or_path).expanduser().exists():
-        kind, directory = "embedded", EMBEDDED_MODELS[name_or_path]
-    elif Path(name_or_path).expanduser().exists():
-        kind, directory = "checkpoint", Path(name_or_path).expanduser()
-    else:
-        return {"kind": "preset", "name": name_or_path}
+    kind = _kind(name_or_path)
     out: dict[str, Any] = {"kind": kind, "name": name_or_path}
+    if kind == "preset":
+        return out
+    directory = EMBEDDED_MODELS[name_or_path] if kind == "embedded" else Path(name_or_path).expanduser()
     for record in ("lineage.json", "conversion.json"):
         if (directory / record).exists():
             out[record.split(".")[0]] = json.loads((directory / record).read_text())
@@ -161,7 +166,8 @@ def provenance(name_or_path: str) -> dict[str, Any]:
 def load_model(name_or_path: str, *, seed: int = 0, device: str | torch.device = "cpu",
                dtype: DType | torch.dtype | None = None, quantization: Quantization | None = None) -> LoadedModel:
     """A checkpoint directory if one exists at that path (or an embedded name), else a preset of that name."""
-    if Path(name_or_path).expanduser().exists() or name_or_path in EMBEDDED_MODELS:
+    kind = _kind(name_or_path)
+    if kind != "preset":
         return load_checkpoint(name_or_path, device=device, dtype=dtype, quantization=quantization)
     if name_or_path in list_presets():
         return build_from_preset(name_or_path, seed=seed, device=device, dtype=dtype)

@@ -160,11 +160,12 @@ class SphinxViProcessor:
         (directory / PROCESSOR_CONFIG).write_text(json.dumps({"max_pixels": self.settings.max_pixels}, indent=2))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> SphinxViProcessor:
-        """The tokenizer and settings saved in `directory`, the layout from its model `config.json`."""
+    def from_pretrained(cls, directory: str | Path, config: SphinxViConfig | None = None) -> SphinxViProcessor:
+        """The tokenizer and settings saved in `directory`; the layout from `config` (already read by the
+        caller) or else from the directory's model `config.json`."""
         directory = Path(directory)
         saved = json.loads((directory / PROCESSOR_CONFIG).read_text())
-        settings = ProcessorSettings.from_model_config(SphinxViConfig.from_pretrained(directory),
+        settings = ProcessorSettings.from_model_config(config or SphinxViConfig.from_pretrained(directory),
                                                        max_pixels=saved.pop("max_pixels", DEFAULT_MAX_PIXELS))
         for key, value in saved.items():
             if key not in _DERIVED_KEYS:
