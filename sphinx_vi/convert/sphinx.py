@@ -30,6 +30,7 @@ from transformers import AutoTokenizer
 from ..configuration import SphinxViConfig
 from ..presets import preset_config_dict
 from ..text.tokenizer import ensure_image_token
+from ..vision.mixed import tower_path
 from ..weights import WeightFilesError, read_tensors
 from .writer import check_against, expected_state, grow_vocab, tower_buffers, write_checkpoint
 
@@ -185,13 +186,16 @@ def map_sphinx(state: dict[str, torch.Tensor], config: SphinxViConfig) -> tuple[
     """LLaMA2-Accessory's keys (without `llma.`) → (ours, the UNUSED keys left out); any other key that maps nowhere is an error."""
     text = config.text_config
     heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
-    names = {spec.backend: spec.name for spec in config.vision_config.encoders}
-    place = {spec.name: ("sources" if spec.role == "source" else "encoders") for spec in config.vision_config.encoders}
+    specs = {spec.backend: spec for spec in config.vision_config.encoders}
+
+    def tower(backend: str) -> str:
+        return f"vision.{tower_path(specs[backend])}."
+
     rules: list[tuple[str, Callable[[str, torch.Tensor], dict[str, torch.Tensor]]]] = [
-        ("clip.visual.", lambda k, t: _open_clip_vit(k, t, f"vision.{place[names['clip_vit']]}.{names['clip_vit']}.model.")),
-        ("openclip_convnext_xxl.", lambda k, t: {f"vision.encoders.{names['clip_convnext']}.trunk.{k}": t}),
-        ("dinov2_vitg14.", lambda k, t: _dinov2_hub(k, t, f"vision.encoders.{names['dinov2']}.model.")),
-        ("qformer.vision_model.", lambda k, t: {f"vision.{place[names['blip2_vision']]}.{names['blip2_vision']}.model.{k}": t}),
+        ("clip.visual.", lambda k, t: _open_clip_vit(k, t, tower("clip_vit") + "model.")),
+        ("openclip_convnext_xxl.", lambda k, t: {f"{tower('clip_convnext')}trunk.{k}": t}),
+        ("dinov2_vitg14.", lambda k, t: _dinov2_hub(k, t, tower("dinov2") + "model.")),
+        ("qformer.vision_model.", lambda k, t: {f"{tower('blip2_vision')}model.{k}": t}),
         ("qformer.qformer.", lambda k, t: {f"vision.qformer.model.{k}": t}),
         ("qformer.query_tokens", lambda k, t: {"vision.qformer.query_tokens": t}),
         ("visual_proj.", lambda k, t: {f"vision.projector.{k}": t}),

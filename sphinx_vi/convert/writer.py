@@ -13,6 +13,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 from ..configuration import SphinxViConfig
 from ..modeling import SphinxViForConditionalGeneration
 from ..processing import SphinxViProcessor
+from ..vision.mixed import tower_path
 from ..weights import IncompleteWeightsError
 
 
@@ -26,7 +27,7 @@ def tower_buffers(config: SphinxViConfig) -> dict[str, torch.Tensor]:
     """Each tower's normalisation buffers (ours; no source checkpoint holds them)."""
     out = {}
     for spec in config.vision_config.encoders:
-        where = "vision.qformer" if spec.backend == "qformer" else f"vision.{ {'grid': 'encoders', 'source': 'sources'}[spec.role] }.{spec.name}"
+        where = f"vision.{tower_path(spec)}"
         out[f"{where}.mean"] = torch.tensor(spec.mean).view(1, 3, 1, 1)
         out[f"{where}.std"] = torch.tensor(spec.std).view(1, 3, 1, 1)
     return out

@@ -82,6 +82,13 @@ def build_backend(spec: EncoderSpec, *, load_weights: bool = False, allow_downlo
     return BACKENDS[spec.backend].build(spec, load_weights=load_weights, allow_download=allow_download)
 
 
+def tower_path(spec: EncoderSpec) -> str:
+    """Where the tower of `spec` sits inside `MixedVisionEncoder` (its state-dict prefix there, no dot)."""
+    if spec.backend == "qformer":
+        return "qformer"
+    return f"{'sources' if spec.role == 'source' else 'encoders'}.{spec.name}"
+
+
 class MixedVisionEncoder(nn.Module):
     """Views (N, V, 3, R, R) in [0, 1] → visual tokens (N, V·T, D), T = `layout.tokens_per_view`.
 
