@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -12,7 +11,7 @@ from PIL import Image
 
 from . import factory
 from .generation import Generator, History, as_pairs
-from .grounding import Detection, deduplicate, format_box, parse
+from .grounding import GroundedAnswer, format_box, read_answer
 from .grounding.constraint import BoxGrammarConstraint
 from .images import ImageInput
 from .modeling import SphinxViForConditionalGeneration
@@ -21,6 +20,8 @@ from .processing import SphinxViProcessor
 from .prompts import Lang, Task, task_prompt
 from .quantization import Quantization
 from .session import ChatSession, image_key
+
+__all__ = ["GroundedAnswer", "SphinxVi"]
 
 Prompt = str | Sequence[str] | Callable[[Image.Image], str]
 
@@ -137,8 +138,7 @@ class SphinxVi:
         answers = self.generator.answer(loaded, prompts, None, **generate_kwargs)
         results = []
         for text, im in zip(answers, loaded):
-            parsed = parse(text, im.size)
-            results.append(GroundedAnswer(text, _dedup(parsed.detections), parsed.warnings, im.size))
+            results.append(read_answer(text, im.size))
         return results if _is_batch(image) else results[0]
 
     def answer(self, image, task: Task, lang: Lang | Literal["auto"] = "auto", *, category: str | None = None,
@@ -172,21 +172,5 @@ class SphinxVi:
         return people if _is_batch(image) else people[0]
 
 
-@dataclass
-class GroundedAnswer:
-    """The model's text, what the parser read from it (pixels of the image), and what it could not."""
-
-    text: str
-    detections: list[Detection]
-    warnings: list[str]
-    image_size: tuple[int, int]
-
-
 def _as_list(x: Any) -> list:
     return x if isinstance(x, list) else [x]
-
-
-def _dedup(detections: list[Detection]) -> list[Detection]:
-    boxed = [d for d in detections if d.box is not None]
-    keep = set(deduplicate([d.box for d in boxed]))  # type: ignore[misc]
-    return [d for i, d in enumerate(boxed) if i in keep] + [d for d in detections if d.box is None]

@@ -1,10 +1,11 @@
-"""Command line: `python -m sphinx_vi chat|detect --model NAME_OR_PATH --image IMG "prompt"`, `info`, `convert`."""
+"""Command line: `python -m sphinx_vi chat|detect --model NAME_OR_PATH --image IMG "prompt"`, `info`, `convert`, `serve`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .convert import FORMATS
 from .images import ImageError
@@ -32,7 +33,31 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--tokenizer", default=None, help="tokenizer directory (default: SRC)")
     conv.add_argument("--template", default=None, help="chat template name (llava-hf without its own template)")
     conv.add_argument("--preset", default="sphinx-1k", help="sphinx: the checkpoint's architecture (sphinx-1k, sphinx-v2-1k, sphinx)")
+    srv = sub.add_parser("serve", help="an OpenAI-compatible server (/v1/chat/completions with boxes, /v1/models, /health)")
+    srv.add_argument("--model", default="tiny-shapes", help="checkpoint directory, embedded model or preset (default: tiny-shapes)")
+    srv.add_argument("--served-model-name", default=None, help="the name clients send as `model` (default: --model)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (also read from SPHINX_VI_API_KEY)")
+    srv.add_argument("--image-root", type=Path, default=None, help="serve local image paths from inside this directory")
+    srv.add_argument("--max-request-mb", type=float, default=32.0, help="largest request body (default: 32 MB)")
+    srv.add_argument("--max-image-pixels", type=int, default=25_000_000, help="largest image (default: 25 MP)")
+    srv.add_argument("--max-new-tokens", type=int, default=256, help="answer length when a request names none")
+    srv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    srv.add_argument("--quantization", default=None, choices=["nf4", "int8"])
     return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .serve import ServeConfig, serve
+
+    serve(ServeConfig(model=args.model, served_model_name=args.served_model_name, host=args.host, port=args.port,
+                      api_key=args.api_key or os.environ.get("SPHINX_VI_API_KEY"), image_root=args.image_root,
+                      max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_image_pixels=args.max_image_pixels,
+                      max_new_tokens=args.max_new_tokens, dtype=args.dtype, quantization=args.quantization))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"sphinx_vi checkpoint: {out}")
         return 0
+    if args.command == "serve":
+        try:
+            return _serve(args)
+        except (ValueError, OSError) as err:  # a model that cannot be loaded, a port in use
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     from .api import SphinxVi  # heavy imports after argument errors
 
     try:

@@ -152,6 +152,10 @@ class SphinxViProcessor:
     def batch_decode(self, ids: torch.Tensor, **kw: Any) -> list[str]:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True, **kw)
 
+    def decode(self, ids: torch.Tensor | list[int], **kw: Any) -> str:
+        """One row of ids → text (special tokens dropped unless `skip_special_tokens=False`)."""
+        return str(self.tokenizer.decode(ids, **{"skip_special_tokens": True, **kw}))
+
     # --- persistence --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
