@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--image-root", type=Path, default=None, help="serve local image paths from inside this directory")
     srv.add_argument("--max-request-mb", type=float, default=32.0, help="largest request body (default: 32 MB)")
     srv.add_argument("--max-image-pixels", type=int, default=25_000_000, help="largest image (default: 25 MP)")
+    srv.add_argument("--max-prompt-chars", type=int, default=262_144, help="longest text of a request (default: 256 Ki characters)")
     srv.add_argument("--max-new-tokens", type=int, default=256, help="answer length when a request names none")
     srv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     srv.add_argument("--quantization", default=None, choices=["nf4", "int8"])
@@ -56,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     serve(ServeConfig(model=args.model, served_model_name=args.served_model_name, host=args.host, port=args.port,
                       api_key=args.api_key or os.environ.get("SPHINX_VI_API_KEY"), image_root=args.image_root,
                       max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_image_pixels=args.max_image_pixels,
+                      max_prompt_chars=args.max_prompt_chars,
                       max_new_tokens=args.max_new_tokens, dtype=args.dtype, quantization=args.quantization))
     return 0
 

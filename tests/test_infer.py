@@ -49,9 +49,10 @@ def test_a_killed_run_resumes_and_writes_each_prediction_once(folder, tmp_path):
     assert [r["answer"] for r in resumed] == [r["answer"] for r in straight]
 
 
-def test_two_processes_write_what_one_writes(folder, tmp_path):
+def test_two_processes_under_accelerate_launch_write_what_one_writes(folder, tmp_path):
     one = run("tiny-shapes", folder, "detect", tmp_path / "one.jsonl", query="hình tròn", batch_size=2, max_new_tokens=24)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", "-m", "sphinx_vi.infer",
+    config = Path(__file__).resolve().parents[1] / "train" / "accelerate" / "cpu_2proc.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", "29541", "-m", "sphinx_vi.infer",
            "--model", "tiny-shapes", "--data", str(folder), "--task", "detect", "--query", "hình tròn", "--batch-size", "2",
            "--max-new-tokens", "24", "--out", str(tmp_path / "two.jsonl")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

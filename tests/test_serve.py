@@ -141,7 +141,8 @@ def _flat_png(width: int, height: int) -> bytes:
     ({"messages": _image_message("hi", "data:image/png;base64," + base64.b64encode(b"not a png").decode())}, 400, "image_url"),
     ({"messages": _image_message("hi", "https://example.com/cat.jpg")}, 400, "does not fetch URLs"),
     ({"messages": _image_message("hi", "/etc/passwd")}, 400, "--image-root"),
-    ({"messages": [{"role": "user", "content": "x" * 1_000_000}]}, 400, "context"),
+    ({"messages": [{"role": "user", "content": "x" * 1_000_000}]}, 400, "above the server's limit"),
+    ({"messages": [{"role": "user", "content": "xin chào " * 20_000}]}, 400, "context"),
     ({"messages": [{"role": "user", "content": "<image> hi"}]}, 400, "may not contain <image>"),
     ({"messages": [{"role": "tool", "content": "hi"}]}, 400, "role"),
     ({"messages": []}, 400, "non-empty"),
@@ -223,3 +224,17 @@ def test_the_serve_command_starts_a_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_32_concurrent_clients_are_all_served_with_the_sequential_answers(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [task_prompt("detect", "vi", category=c) for c in ("hình tròn", "hình vuông", "hình tam giác", "hình sao")]
+    bodies = [{"model": "tiny-shapes", "messages": _image_message(prompts[i % 4]), "max_tokens": 64} for i in range(32)]
+    sequential = {p: _post(server, b).json()["choices"][0]["message"]["content"] for p, b in zip(prompts, bodies)}
+    with ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(lambda b: _post(server, b), bodies))
+    assert [r.status_code for r in replies] == [200] * 32
+    answers = [r.json()["choices"][0]["message"]["content"] for r in replies]
+    assert answers == [sequential[prompts[i % 4]] for i in range(32)]  # none lost, none mixed up
+    assert len({r.json()["id"] for r in replies}) == 32

@@ -12,6 +12,9 @@ from ..quantization import Quantization
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 # Pixels of a request's image above this are refused (413) before they are decoded: a 25 MP photo fits.
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
+# Text above this many characters is refused before it is tokenized (tokenizing megabytes costs memory and time
+# for a prompt the context could never hold): 64 characters per token of a 4k context.
+DEFAULT_MAX_PROMPT_CHARS = 262_144
 
 
 @dataclass
@@ -24,6 +27,7 @@ class ServeConfig:
     image_root: Path | None = None  # local image paths are served only from inside this directory (off by default)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     max_new_tokens: int = 256  # the answer length when a request names none
     dtype: DType = "auto"
     quantization: Quantization | None = None

@@ -64,7 +64,7 @@ class GroundedChatHandler(ChatCompletionHandler):
     def _prepare(self, body: dict[str, Any]) -> tuple[dict[str, Any], Image.Image | None, list[str]]:
         """The request → generate inputs, its image, its stop strings (runs off the event loop: decoding is CPU work)."""
         processor = self.manager.generator.processor
-        conversation, image = read_messages(body.get("messages"), self._load_image)
+        conversation, image = read_messages(body.get("messages"), self._load_image, self.config.max_prompt_chars)
         inputs = dict(processor(processor.apply_chat_template(conversation), [image] if image is not None else None))
         stops = _stops(body, processor.stop_strings)
         inputs["logits_processor"] = LogitsProcessorList([self.manager.generator.box_grammar])

@@ -37,11 +37,12 @@ def _image_url(part: dict[str, Any], where: str) -> str:
     return url
 
 
-def read_messages(messages: Any, load_image: Callable[[str], Image.Image]) -> tuple[list[dict[str, str]], Image.Image | None]:
+def read_messages(messages: Any, load_image: Callable[[str], Image.Image], max_chars: int) -> tuple[list[dict[str, str]], Image.Image | None]:
     """(role/content dicts with `<image>` where the image goes, the image or None).
 
     One image per conversation (the model answers about one image): it goes before the text of
-    the message that carries it, as the models were trained. Text may not contain `<image>` itself.
+    the message that carries it, as the models were trained. Text may not contain `<image>` itself,
+    nor be longer than `max_chars` in all.
     """
     if not isinstance(messages, list) or not messages:
         raise MessageError("messages: expected a non-empty list")
@@ -76,6 +77,10 @@ def read_messages(messages: Any, load_image: Callable[[str], Image.Image]) -> tu
                 raise MessageError(f"{where}: content type {kind!r} is not served (text and image_url are)")
         content = "\n".join(texts)
         conversation.append({"role": role, "content": f"{IMAGE_TOKEN}\n{content}" if has_image else content})
+    chars = sum(len(m["content"]) for m in conversation)
+    if chars > max_chars:
+        raise MessageError(f"messages: {chars:,} characters of text, above the server's limit of {max_chars:,} "
+                           "(no answer fits the model's context after that much text)")
     if conversation[-1]["role"] != "user":
         raise MessageError("messages: the last message must be the user's")
     return conversation, image
