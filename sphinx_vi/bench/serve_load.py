@@ -65,7 +65,8 @@ class MemoryWatch(threading.Thread):
 
     def __init__(self, pid: int, every: float = 0.25) -> None:
         super().__init__(daemon=True)
-        self.proc, self.every, self.samples, self._stop_event = psutil.Process(pid), every, [], threading.Event()
+        self.proc, self.every, self._stop_event = psutil.Process(pid), every, threading.Event()
+        self.samples: list[tuple[float, float]] = []
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -177,7 +178,7 @@ def bench(model: str, clients: int, seconds: float, max_tokens: int, max_request
         watch.start()
         sequential = run_clients(url, 1, seconds, max_tokens, image_url, max_requests)
         ttft = first_token_seconds(url, image_url, max_tokens, 8)
-        stop, statuses = threading.Event(), {}
+        stop, statuses = threading.Event(), dict[str, list[int]]()
         bad = threading.Thread(target=hostile, args=(url, stop, statuses))
         bad.start()
         concurrent = run_clients(url, clients, seconds, max_tokens, image_url, max_requests)
