@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration import SphinxViConfig
 from .decoding import lean_greedy, lean_greedy_applies
+from .label_loss import cross_entropy_sum
 from .text.tokens import IGNORE_INDEX
 from .vision.mixed import MixedVisionEncoder, build_backend
 
@@ -160,12 +160,13 @@ class SphinxViForConditionalGeneration(SphinxViPreTrainedModel, GenerationMixin)
     def label_loss_sum(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(B, L, D) final hidden states, (B, L) labels → (sum of next-token cross-entropy, label count).
 
-        Only the positions followed by a label go through the vocabulary projection.
+        Only the positions followed by a label go through the vocabulary projection, in chunks of
+        bounded size (`sphinx_vi.label_loss`): the (B, L, vocab) logits never exist.
         """
         targets = labels[:, 1:]  # (B, L-1): position t predicts token t+1
         keep = targets != IGNORE_INDEX
-        logits = self.get_output_embeddings()(hidden[:, :-1][keep])  # (n, vocab)
-        return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
+        head = self.get_output_embeddings()
+        return cross_entropy_sum(head, hidden[:, :-1][keep], targets[keep]), int(keep.sum())  # (n, D) rows
 
     @torch.no_grad()
     def generate(

@@ -132,7 +132,7 @@ LAYERS = [
      "sphinx_vi.draw", "sphinx_vi.assets",
      "sphinx_vi.weights", "sphinx_vi.precision", "sphinx_vi.quantization"],
     ["sphinx_vi.vision", "sphinx_vi.configuration", "sphinx_vi.modeling", "sphinx_vi.processing", "sphinx_vi.presets",
-     "sphinx_vi.decoding", "sphinx_vi.packed_attention"],
+     "sphinx_vi.decoding", "sphinx_vi.packed_attention", "sphinx_vi.label_loss"],
     ["sphinx_vi.factory", "sphinx_vi.generation", "sphinx_vi.session", "sphinx_vi.data", "sphinx_vi.guidance"],
     ["sphinx_vi.train", "sphinx_vi.eval", "sphinx_vi.api", "sphinx_vi.tools", "sphinx_vi.convert",
      "sphinx_vi.summary"],
