@@ -28,11 +28,11 @@ def cross_entropy_sum(head: nn.Module, hidden: torch.Tensor, targets: torch.Tens
     if hidden.shape[0] <= rows:
         return _module_loss(head, hidden, targets)
     if _plain_linear(head):
-        return _FusedLinearCrossEntropy.apply(hidden, head.weight, targets, rows)  # type: ignore[no-any-return]
+        return _FusedLinearCrossEntropy.apply(hidden, head.weight, targets, rows)
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], rows):
         chunk = checkpoint(_module_loss, head, hidden[start : start + rows], targets[start : start + rows], use_reentrant=False)
-        total = total + chunk  # type: ignore[operator]  # checkpoint returns _module_loss's tensor
+        total = total + chunk
     return total
 
 
