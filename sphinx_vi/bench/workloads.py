@@ -35,9 +35,9 @@ class Workload:
     images: list[Any]  # the images behind `prompts` (for the chat session)
 
 
-def make_workload(gen: Generator, num: int = 64, seed: int = 0) -> Workload:
+def make_workload(gen: Generator, num: int = 64, seed: int = 0, max_length: int = 1024) -> Workload:
     """`num` stage-2 samples and 8 single-image prompts from a freshly synthesised world."""
-    encoder = SampleEncoder(gen.processor, max_length=1024)
+    encoder = SampleEncoder(gen.processor, max_length=max_length)
     with tempfile.TemporaryDirectory() as tmp:
         synthesize(tmp, 60, seed=seed, progress=False)
         samples = [encoder(s) for s in stage2_samples(Path(tmp), num, seed)]
@@ -87,7 +87,7 @@ def train_step(model: torch.nn.Module, side: Side, batch_list: list[dict[str, An
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

@@ -123,7 +123,8 @@ class TrainConfig:
     guides: GuidesConfig = _f(GuidesConfig, "guided attention, an auxiliary loss per guide "
                               "(sphinx_vi/guidance): `guides.box` and `guides.phrase`, each off at weight 0")
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in backward to save memory")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f("auto", "auto = bf16 on a GPU that supports it, fp32 on the CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
+        "auto", "auto = bf16 on a GPU that supports it, fp32 on the CPU (bf16 there: autocast, faster from width 256 up)")
     # --- bookkeeping ---
     save_every: int = _f(200, "checkpoint every N steps (and at the end); written atomically")
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")

@@ -1,0 +1,153 @@
+"""Training step in fp32 and bf16, both engines, against this machine's matmul peak:
+`python -m sphinx_vi.bench.precision --out FILE.json`.
+
+The peak is measured in the same run (a square matmul on 2 threads, fp32 and bf16, best of the
+sizes). Each (size, engine, precision) runs in a fresh process: the parity pair (`bench.parity`)
+at that size, stage-2 batches of the synthetic world, one optimizer step per call (projector and
+LLM learn), bf16 as autocast over fp32 master weights (what `precision: bf16` trains with). FLOPs
+of one step are counted with `FlopCounterMode`; achieved FLOP/s over the precision's peak is the
+MFU. Sizes: `tiny` and `small` (the A/B suite's) and `real`: the real vocabulary (38,370) and a
+K=2 view set's visual tokens (1,444 ≈ 1,455 per image), at the width and depth this machine allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import write_json
+from .memory import PeakRSS
+
+PRECISIONS = ("fp32", "bf16")
+ENGINES = ("ours", "hf")
+BATCHES = {"tiny": 8, "small": 8, "real": 2}
+
+
+def real_size() -> Any:
+    from .parity import ParitySize
+
+    return ParitySize("real", hidden=1024, layers=4, heads=16, kv_heads=4, vision_hidden=256, vision_layers=2,
+                      image_size=532, vocab=38370)  # 38 × 38 = 1,444 visual tokens per image
+
+
+def matmul_peak(threads: int = 2) -> dict[str, float]:
+    """Best GFLOP/s of an n×n matmul (n = 1024, 2048, 4096) per dtype: the machine's own peak."""
+    torch.set_num_threads(threads)
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        best = 0.0
+        for n in (1024, 2048, 4096):
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            for _ in range(2):
+                a @ b
+            reps = max(3, int(2e10 / (2 * n**3)))
+            t = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+        out[name] = best
+    return out
+
+
+def worker(size_name: str, engine: str, precision: str, iters: int) -> dict[str, Any]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..data import collate
+    from .parity import SIZES, build_pair
+    from .workloads import batches, make_workload, train_step
+
+    torch.set_num_threads(2)
+    size = real_size() if size_name == "real" else SIZES[size_name]
+    hf, gen = build_pair(size)
+    work = make_workload(gen, num=16 if size_name == "real" else 64, max_length=2048)
+    model = hf if engine == "hf" else gen.model
+    step = train_step(model, engine, [collate(b, 0) for b in batches(work, BATCHES[size_name])])
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    tokens = sum(len(s) for s in work.samples[: BATCHES[size_name]])
+    with autocast():
+        step()  # warm-up
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops()
+        times = []
+        with PeakRSS() as mem:
+            for _ in range(iters):
+                t = time.perf_counter()
+                loss = step()
+                times.append(time.perf_counter() - t)
+    seconds = statistics.median(times)
+    return {"size": size_name, "engine": engine, "precision": precision, "step_s": seconds, "step_s_all": times,
+            "flops_per_step": flops, "achieved_gflops": flops / seconds / 1e9, "tokens_per_step_approx": tokens,
+            "peak_rss_mb": mem.peak / 2**20, "last_loss": loss}
+
+
+def run(sizes: list[str], iters: int) -> dict[str, Any]:
+    peak = matmul_peak()
+    print(f"[precision] matmul peak, 2 threads: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    rows = []
+    for size in sizes:
+        for engine in ENGINES:
+            for precision in PRECISIONS:
+                proc = subprocess.run([sys.executable, "-m", "sphinx_vi.bench.precision", "--worker", size, engine, precision,
+                                       "--iters", str(iters)], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(proc.stderr[-3000:])
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                row["mfu"] = row["achieved_gflops"] / peak[precision]
+                rows.append(row)
+                print(f"[precision] {size} {engine} {precision}: {row['step_s']:.3f} s/step, MFU {row['mfu']:.1%}", flush=True)
+    result: dict[str, Any] = {"matmul_peak_gflops": peak, "rows": rows, "machine": platform.processor() or platform.machine()}
+    for size in sizes:
+        by = {(r["engine"], r["precision"]): r for r in rows if r["size"] == size}
+        result.setdefault("ratios", {})[size] = {
+            "ours_bf16_vs_ours_fp32": by["ours", "fp32"]["step_s"] / by["ours", "bf16"]["step_s"],
+            "hf_bf16_vs_hf_fp32": by["hf", "fp32"]["step_s"] / by["hf", "bf16"]["step_s"],
+            "ours_vs_hf_fp32": by["hf", "fp32"]["step_s"] / by["ours", "fp32"]["step_s"],
+            "ours_vs_hf_bf16": by["hf", "bf16"]["step_s"] / by["ours", "bf16"]["step_s"],
+        }
+    return result
+
+
+def format_table(r: dict[str, Any]) -> str:
+    p = r["matmul_peak_gflops"]
+    lines = [f"training step, 2 threads; matmul peak fp32 {p['fp32']:.0f} / bf16 {p['bf16']:.0f} GFLOP/s",
+             f"{'size':<6}{'engine':<7}{'prec':<6}{'s/step':>9}{'GFLOP/step':>12}{'GFLOP/s':>9}{'MFU':>7}{'RSS MB':>8}"]
+    for row in r["rows"]:
+        lines.append(f"{row['size']:<6}{row['engine']:<7}{row['precision']:<6}{row['step_s']:>9.3f}{row['flops_per_step'] / 1e9:>12.1f}"
+                     f"{row['achieved_gflops']:>9.1f}{row['mfu']:>7.1%}{row['peak_rss_mb']:>8.0f}")
+    for size, ratios in r["ratios"].items():
+        lines.append(f"{size}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench.precision", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="tiny,small,real")
+    p.add_argument("--iters", type=int, default=5, help="timed steps per process")
+    p.add_argument("--worker", nargs=3, metavar=("SIZE", "ENGINE", "PRECISION"), help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.worker:
+        size, engine, precision = args.worker
+        print(json.dumps(worker(size, engine, precision, iters=args.iters)))
+        return 0
+    result = run(args.sizes.split(","), args.iters)
+    print(format_table(result))
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
