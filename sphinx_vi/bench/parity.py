@@ -37,6 +37,9 @@ class ParitySize:
 SIZES = {
     "tiny": ParitySize("tiny", hidden=64, layers=2, heads=4, kv_heads=2, vision_hidden=64, vision_layers=2),
     "small": ParitySize("small", hidden=256, layers=4, heads=8, kv_heads=4, vision_hidden=256, vision_layers=4),
+    # the real vocabulary and a K=2 view set's visual tokens (38 × 38 = 1,444 ≈ 1,455), as wide and deep as 2 cores allow
+    "real": ParitySize("real", hidden=1024, layers=4, heads=16, kv_heads=4, vision_hidden=256, vision_layers=2,
+                       image_size=532, vocab=38370),
 }
 IMAGE_TOKEN_ID = 4  # `<image>` in the built-in tokenizer; LLaVA is configured with the same id
 

@@ -6,7 +6,8 @@ sizes). Each (size, engine, precision) runs in a fresh process: the parity pair 
 at that size, stage-2 batches of the synthetic world, one optimizer step per call (projector and
 LLM learn), bf16 as autocast over fp32 master weights (what `precision: bf16` trains with). FLOPs
 of one step are counted with `FlopCounterMode`; achieved FLOP/s over the precision's peak is the
-MFU. Sizes: `tiny` and `small` (the A/B suite's) and `real`: the real vocabulary (38,370) and a
+MFU. Then greedy decoding at batch 1 in the same precision (bf16 weights for bf16), ms per new
+token. Sizes (`bench.parity.SIZES`): `tiny`, `small` and `real`: the real vocabulary (38,370) and a
 K=2 view set's visual tokens (1,444 ≈ 1,455 per image), at the width and depth this machine allows.
 """
 
@@ -31,13 +32,17 @@ from .memory import PeakRSS
 PRECISIONS = ("fp32", "bf16")
 ENGINES = ("ours", "hf")
 BATCHES = {"tiny": 8, "small": 8, "real": 2}
+DECODE_TOKENS = 32
 
 
-def real_size() -> Any:
-    from .parity import ParitySize
-
-    return ParitySize("real", hidden=1024, layers=4, heads=16, kv_heads=4, vision_hidden=256, vision_layers=2,
-                      image_size=532, vocab=38370)  # 38 × 38 = 1,444 visual tokens per image
+def _timed(fn: Any, iters: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
 
 
 def matmul_peak(threads: int = 2) -> dict[str, float]:
@@ -64,12 +69,11 @@ def worker(size_name: str, engine: str, precision: str, iters: int) -> dict[str,
 
     from ..data import collate
     from .parity import SIZES, build_pair
-    from .workloads import batches, make_workload, train_step
+    from .workloads import batches, generate_fn, left_padded, make_workload, train_step
 
     torch.set_num_threads(2)
-    size = real_size() if size_name == "real" else SIZES[size_name]
-    hf, gen = build_pair(size)
-    work = make_workload(gen, num=16 if size_name == "real" else 64, max_length=2048)
+    hf, gen = build_pair(SIZES[size_name])
+    work = make_workload(gen, num=16 if size_name == "real" else 64)
     model = hf if engine == "hf" else gen.model
     step = train_step(model, engine, [collate(b, 0) for b in batches(work, BATCHES[size_name])])
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
@@ -87,9 +91,43 @@ def worker(size_name: str, engine: str, precision: str, iters: int) -> dict[str,
                 loss = step()
                 times.append(time.perf_counter() - t)
     seconds = statistics.median(times)
+    # inference in the same precision: bf16 weights (what SphinxVi(dtype="bfloat16") loads), greedy, batch 1
+    model.eval().to(torch.bfloat16 if precision == "bf16" else torch.float32)
+    ids, mask, views = left_padded(work.prompts[:1])
+    one, full = (generate_fn(model, engine, ids, views, mask, n) for n in (1, DECODE_TOKENS))
+    t1 = statistics.median(_timed(one, iters))
+    tn = statistics.median(_timed(full, iters))
     return {"size": size_name, "engine": engine, "precision": precision, "step_s": seconds, "step_s_all": times,
+            "decode_token_s": (tn - t1) / (DECODE_TOKENS - 1), "prefill_s": t1,
             "flops_per_step": flops, "achieved_gflops": flops / seconds / 1e9, "tokens_per_step_approx": tokens,
             "peak_rss_mb": mem.peak / 2**20, "last_loss": loss}
+
+
+def profile(size_name: str, engine: str, precision: str, out: Path | None) -> str:
+    """torch.profiler over one training step: the operators by self CPU time (what dominates a step)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from ..data import collate
+    from .parity import SIZES, build_pair
+    from .workloads import batches, make_workload, train_step
+
+    torch.set_num_threads(2)
+    hf, gen = build_pair(SIZES[size_name])
+    work = make_workload(gen, num=16 if size_name == "real" else 64)
+    model = hf if engine == "hf" else gen.model
+    step = train_step(model, engine, [collate(b, 0) for b in batches(work, BATCHES[size_name])])
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    with autocast():
+        step()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+    text = f"one training step, {size_name}, {engine}, {precision}, 2 threads\n{table}"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return text
 
 
 def run(sizes: list[str], iters: int) -> dict[str, Any]:
@@ -115,6 +153,10 @@ def run(sizes: list[str], iters: int) -> dict[str, Any]:
             "hf_bf16_vs_hf_fp32": by["hf", "fp32"]["step_s"] / by["hf", "bf16"]["step_s"],
             "ours_vs_hf_fp32": by["hf", "fp32"]["step_s"] / by["ours", "fp32"]["step_s"],
             "ours_vs_hf_bf16": by["hf", "bf16"]["step_s"] / by["ours", "bf16"]["step_s"],
+            "decode_ours_bf16_vs_fp32": by["ours", "fp32"]["decode_token_s"] / by["ours", "bf16"]["decode_token_s"],
+            "decode_hf_bf16_vs_fp32": by["hf", "fp32"]["decode_token_s"] / by["hf", "bf16"]["decode_token_s"],
+            "decode_ours_vs_hf_fp32": by["hf", "fp32"]["decode_token_s"] / by["ours", "fp32"]["decode_token_s"],
+            "decode_ours_vs_hf_bf16": by["hf", "bf16"]["decode_token_s"] / by["ours", "bf16"]["decode_token_s"],
         }
     return result
 
@@ -122,10 +164,10 @@ def run(sizes: list[str], iters: int) -> dict[str, Any]:
 def format_table(r: dict[str, Any]) -> str:
     p = r["matmul_peak_gflops"]
     lines = [f"training step, 2 threads; matmul peak fp32 {p['fp32']:.0f} / bf16 {p['bf16']:.0f} GFLOP/s",
-             f"{'size':<6}{'engine':<7}{'prec':<6}{'s/step':>9}{'GFLOP/step':>12}{'GFLOP/s':>9}{'MFU':>7}{'RSS MB':>8}"]
+             f"{'size':<6}{'engine':<7}{'prec':<6}{'s/step':>9}{'GFLOP/step':>12}{'GFLOP/s':>9}{'MFU':>7}{'RSS MB':>8}{'ms/token':>10}"]
     for row in r["rows"]:
         lines.append(f"{row['size']:<6}{row['engine']:<7}{row['precision']:<6}{row['step_s']:>9.3f}{row['flops_per_step'] / 1e9:>12.1f}"
-                     f"{row['achieved_gflops']:>9.1f}{row['mfu']:>7.1%}{row['peak_rss_mb']:>8.0f}")
+                     f"{row['achieved_gflops']:>9.1f}{row['mfu']:>7.1%}{row['peak_rss_mb']:>8.0f}{row['decode_token_s'] * 1e3:>10.2f}")
     for size, ratios in r["ratios"].items():
         lines.append(f"{size}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     return "\n".join(lines)
@@ -137,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="tiny,small,real")
     p.add_argument("--iters", type=int, default=5, help="timed steps per process")
     p.add_argument("--worker", nargs=3, metavar=("SIZE", "ENGINE", "PRECISION"), help=argparse.SUPPRESS)
+    p.add_argument("--profile", nargs=3, metavar=("SIZE", "ENGINE", "PRECISION"), help="profile one step instead (torch.profiler)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.profile:
+        size, engine, precision = args.profile
+        print(profile(size, engine, precision, out=args.out))
+        return 0
     if args.worker:
         size, engine, precision = args.worker
         print(json.dumps(worker(size, engine, precision, iters=args.iters)))

@@ -35,9 +35,9 @@ class Workload:
     images: list[Any]  # the images behind `prompts` (for the chat session)
 
 
-def make_workload(gen: Generator, num: int = 64, seed: int = 0, max_length: int = 1024) -> Workload:
-    """`num` stage-2 samples and 8 single-image prompts from a freshly synthesised world."""
-    encoder = SampleEncoder(gen.processor, max_length=max_length)
+def make_workload(gen: Generator, num: int = 64, seed: int = 0) -> Workload:
+    """`num` stage-2 samples and 8 single-image prompts from a freshly synthesised world (room for 512 text tokens)."""
+    encoder = SampleEncoder(gen.processor, max_length=max(1024, gen.processor.settings.tokens_per_image + 512))
     with tempfile.TemporaryDirectory() as tmp:
         synthesize(tmp, 60, seed=seed, progress=False)
         samples = [encoder(s) for s in stage2_samples(Path(tmp), num, seed)]
