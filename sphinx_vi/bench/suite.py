@@ -41,6 +41,11 @@ TARGETS = {"train_ratio_vs_hf": 1.0, "packing_ratio": 1.5, "decode_ratio_vs_hf":
 AB_CASES = ("train", "packing", "decode", "multiturn")
 NEW_TOKENS = 32
 PACK_CAPACITY = 1024  # tokens per packed row (samples here are 260–450 tokens: 256 visual + text)
+
+
+def pack_capacity(gen: Any) -> int:
+    """Tokens per packed row: 1,024, or room for two of the longest samples when images bring more visual tokens."""
+    return max(PACK_CAPACITY, 2 * (gen.processor.settings.tokens_per_image + 512))
 TURN_TOKENS = 16
 BATCH = 8
 
@@ -76,7 +81,7 @@ def run_worker(case: str, side: str, size: str, iters: int) -> dict[str, Any]:
             metrics["step_s"] = _timed(step, iters)
         elif case == "packing":
             groups = batches(work, BATCH)
-            layout = [collate_packed(b, pad, PACK_CAPACITY) if side == "ours" else collate(b, pad) for b in groups]
+            layout = [collate_packed(b, pad, pack_capacity(gen)) if side == "ours" else collate(b, pad) for b in groups]
             if side == "ours":
                 use_packed_attention(gen.model.language_model)  # what training with `packing: true` does
             step = train_step(model, side, layout)
@@ -122,7 +127,7 @@ def parity_checks(size: str) -> dict[str, float]:
         l_hf = hf(**_inputs(batch, "hf")).loss
         l_ours = gen.model(**_inputs(batch, "ours")).loss
         restore = use_packed_attention(gen.model.language_model)
-        l_packed = gen.model(**_inputs(collate_packed(batches(work, BATCH)[0], 0, PACK_CAPACITY), "ours")).loss
+        l_packed = gen.model(**_inputs(collate_packed(batches(work, BATCH)[0], 0, pack_capacity(gen)), "ours")).loss
         gen.model.language_model.set_attn_implementation(restore)
         hf.eval(), gen.model.eval()
     torch.testing.assert_close(l_ours, l_hf, rtol=1e-4, atol=1e-5)
