@@ -158,6 +158,7 @@ def run(sizes: list[str], iters: int) -> dict[str, Any]:
             "decode_ours_vs_hf_fp32": by["hf", "fp32"]["decode_token_s"] / by["ours", "fp32"]["decode_token_s"],
             "decode_ours_vs_hf_bf16": by["hf", "bf16"]["decode_token_s"] / by["ours", "bf16"]["decode_token_s"],
         }
+        result.setdefault("mfu", {})[size] = {f"{e}_{p}": by[e, p]["mfu"] for e in ENGINES for p in PRECISIONS}
     return result
 
 
