@@ -254,3 +254,27 @@ def test_stage2_with_box_attention_logs_the_guided_mass_and_saves_a_stock_model(
             _cfg(world, tmp_path / "x", **{f"guides.{name}.weight": 1.0}, gradient_checkpointing=True)
         with pytest.raises(ValueError, match="loss weight"):
             _cfg(world, tmp_path / "x", guides={name: {"weight": -1.0}})
+
+
+def test_an_fsdp_launch_config_on_the_cpu_is_refused_not_run_as_ddp(world, tmp_path):
+    """accelerate 1.x enables FSDP only on GPUs: the GPU config on the CPU would silently train DDP."""
+    config = Path(__file__).resolve().parents[1] / "train" / "accelerate" / "fsdp_8gpu.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
+           "--main_process_port", "29537", "-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world),
+           "--max-steps", "1", "--batch-size", "2", "--out", str(tmp_path / "fsdp"), "--precision", "fp32"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "asks for FSDP, but accelerate runs MULTI_CPU here" in proc.stderr
+    assert not (tmp_path / "fsdp" / "final").exists()
+
+
+def test_a_deepspeed_launch_is_refused_where_accelerate_did_not_start_deepspeed(monkeypatch):
+    from accelerate import Accelerator
+
+    from sphinx_vi.train.loop import EngineUnavailableError, check_engine
+
+    accelerator = Accelerator(cpu=True)
+    check_engine(accelerator)  # nothing asked: fine
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(EngineUnavailableError, match="asks for DeepSpeed"):
+        check_engine(accelerator)

@@ -8,6 +8,7 @@ label tokens divided by the global token count, so gradients match across world 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -124,12 +125,33 @@ class StepResult:
     grad_norm: float | None
 
 
+class EngineUnavailableError(RuntimeError):
+    """The launch config asks for an engine accelerate does not run here (it would train another way, silently)."""
+
+
+_ENGINES = {"ACCELERATE_USE_FSDP": (DistributedType.FSDP, "FSDP"), "ACCELERATE_USE_DEEPSPEED": (DistributedType.DEEPSPEED, "DeepSpeed")}
+
+
+def check_engine(accelerator: Accelerator) -> None:
+    """Refuse a run whose `accelerate launch` config named FSDP or DeepSpeed when accelerate chose otherwise.
+
+    accelerate 1.x enables FSDP only on GPU-like devices: on the CPU the same config quietly trains
+    plain DDP (or one process), which is not the run the config describes.
+    """
+    for env, (kind, name) in _ENGINES.items():
+        if os.environ.get(env, "false").lower() == "true" and accelerator.distributed_type != kind:
+            raise EngineUnavailableError(
+                f"the launch config asks for {name}, but accelerate runs {accelerator.distributed_type.value} here "
+                f"({name} needs GPUs in accelerate); on the CPU launch with train/accelerate/cpu_2proc.yaml")
+
+
 def setup(cfg: TrainConfig, model: SphinxViForConditionalGeneration, processor: SphinxViProcessor,
           streams: list[Stream]) -> Run:
     """Accelerator, trainable parts, auxiliary losses, optimizer and schedule, resume, data loaders."""
     # Text-only batches leave the vision side unused: DDP must not wait for its gradients.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    check_engine(accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
     out = Path(cfg.out)
     set_seed(cfg.seed + rank)  # dropout / sampling only; data order and init do not depend on it
