@@ -26,23 +26,13 @@ from typing import Any
 
 import torch
 
-from . import write_json
+from . import median_seconds, write_json
 from .memory import PeakRSS
 
 PRECISIONS = ("fp32", "bf16")
 ENGINES = ("ours", "hf")
 BATCHES = {"tiny": 8, "small": 8, "real": 2}
 DECODE_TOKENS = 32
-
-
-def _timed(fn: Any, iters: int) -> list[float]:
-    fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def matmul_peak(threads: int = 2) -> dict[str, float]:
@@ -64,12 +54,11 @@ def matmul_peak(threads: int = 2) -> dict[str, float]:
     return out
 
 
-def worker(size_name: str, engine: str, precision: str, iters: int) -> dict[str, Any]:
-    from torch.utils.flop_counter import FlopCounterMode
-
+def _setup(size_name: str, engine: str, precision: str) -> tuple[Any, Any, Any, Any]:
+    """(workload, model, one training step per call, the precision's autocast) at a size, on 2 threads."""
     from ..data import collate
     from .parity import SIZES, build_pair
-    from .workloads import batches, generate_fn, left_padded, make_workload, train_step
+    from .workloads import batches, make_workload, train_step
 
     torch.set_num_threads(2)
     hf, gen = build_pair(SIZES[size_name])
@@ -77,6 +66,15 @@ def worker(size_name: str, engine: str, precision: str, iters: int) -> dict[str,
     model = hf if engine == "hf" else gen.model
     step = train_step(model, engine, [collate(b, 0) for b in batches(work, BATCHES[size_name])])
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    return work, model, step, autocast
+
+
+def worker(size_name: str, engine: str, precision: str, iters: int) -> dict[str, Any]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .workloads import generate_fn, left_padded
+
+    work, model, step, autocast = _setup(size_name, engine, precision)
     tokens = sum(len(s) for s in work.samples[: BATCHES[size_name]])
     with autocast():
         step()  # warm-up
@@ -95,8 +93,8 @@ def worker(size_name: str, engine: str, precision: str, iters: int) -> dict[str,
     model.eval().to(torch.bfloat16 if precision == "bf16" else torch.float32)
     ids, mask, views = left_padded(work.prompts[:1])
     one, full = (generate_fn(model, engine, ids, views, mask, n) for n in (1, DECODE_TOKENS))
-    t1 = statistics.median(_timed(one, iters))
-    tn = statistics.median(_timed(full, iters))
+    t1, _ = median_seconds(one, iters, warmup=1)
+    tn, _ = median_seconds(full, iters, warmup=1)
     return {"size": size_name, "engine": engine, "precision": precision, "step_s": seconds, "step_s_all": times,
             "decode_token_s": (tn - t1) / (DECODE_TOKENS - 1), "prefill_s": t1,
             "flops_per_step": flops, "achieved_gflops": flops / seconds / 1e9, "tokens_per_step_approx": tokens,
@@ -108,16 +106,7 @@ def profile(size_name: str, engine: str, precision: str, out: Path | None) -> st
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from ..data import collate
-    from .parity import SIZES, build_pair
-    from .workloads import batches, make_workload, train_step
-
-    torch.set_num_threads(2)
-    hf, gen = build_pair(SIZES[size_name])
-    work = make_workload(gen, num=16 if size_name == "real" else 64)
-    model = hf if engine == "hf" else gen.model
-    step = train_step(model, engine, [collate(b, 0) for b in batches(work, BATCHES[size_name])])
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    _, _, step, autocast = _setup(size_name, engine, precision)
     with autocast():
         step()
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -14,9 +14,7 @@ stage-2 mix wastes little), so the projected ratio is what skipping unlabelled l
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import write_json
+from . import median_seconds, write_json
 
 
 @dataclass(frozen=True)
@@ -46,13 +44,7 @@ class Shapes:
 
 
 def _time(fn: Any, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(fn, reps, warmup=1)[0]
 
 
 def _flops(fn: Any) -> int:
