@@ -12,7 +12,6 @@ token ids of the first copy are compared across engines.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from . import write_json
+from . import command_parser, write_json
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "world_shapes_1.png"
 
@@ -96,8 +95,7 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench.engines", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.engines", __doc__)
     p.add_argument("--model", default="tiny-shapes")
     p.add_argument("--vllm-python", default=".venv-vllm/bin/python", help="the Python of an environment with vLLM (make vllm-venv)")
     p.add_argument("--copies", type=int, default=32)

@@ -7,7 +7,6 @@ sequence of the same length; the ratio is the cost of the visual front end.
 
 from __future__ import annotations
 
-import argparse
 import platform
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 
 from ..factory import build_from_preset
 from ..generation import Generator
-from . import median_seconds, write_json
+from . import command_parser, median_seconds, write_json
 
 
 def run(preset: str = "tiny", repeats: int = 20, threads: int = 2, batch: int = 1) -> dict:
@@ -52,7 +51,7 @@ def run(preset: str = "tiny", repeats: int = 20, threads: int = 2, batch: int = 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.forward", __doc__)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)

@@ -11,7 +11,6 @@ in seconds (tested).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import write_json
+from . import command_parser, write_json
 from .memory import PeakRSS
 from .parity import SIZES, ParitySize
 
@@ -188,8 +187,7 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench.gpu", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.gpu", __doc__)
     p.add_argument("--size", default="real", choices=["real", "tiny"])
     p.add_argument("--batch", type=int, default=None, help="rows per step (default: 4 real, 2 tiny)")
     p.add_argument("--text", type=int, default=512, help="text tokens per row after the visual tokens")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import write_json
+from . import command_parser, write_json
 from .memory import PeakRSS
 
 VARIANTS = ("all positions", "label positions, one pass", "label positions, chunked")
@@ -53,8 +53,7 @@ def measure(variant: str, rows: int, length: int, labels: int, width: int, vocab
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench.label_loss", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.label_loss", __doc__)
     p.add_argument("--rows", type=int, default=4)
     p.add_argument("--length", type=int, default=2048)
     p.add_argument("--labels", type=int, default=2048, help="labelled positions per row")

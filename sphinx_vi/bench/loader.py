@@ -7,7 +7,6 @@ training step (forward + loss + backward + AdamW) on the same batches. Both in t
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -22,7 +21,7 @@ from ..data.formats import load_llava, load_text
 from ..data.world.generate import synthesize
 from ..factory import build_from_preset
 from ..generation import Generator
-from . import write_json
+from . import command_parser, write_json
 
 
 def stage2_samples(world: Path, num: int, seed: int = 0):
@@ -86,7 +85,7 @@ def run(images: int = 300, batch_size: int = 8, batches: int = 30, preset: str =
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.loader", __doc__)
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--batches", type=int, default=30)

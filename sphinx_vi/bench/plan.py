@@ -11,7 +11,6 @@ model FLOPs / (GPUs × peak × MFU); the MFU is an assumption, stated in the tab
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from ..modeling import SphinxViForConditionalGeneration
 from ..presets import preset_config_dict
 from ..summary import summarize
 from ..train.config import load_config
-from . import write_json
+from . import command_parser, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 A100_BF16_PEAK = 312e12  # dense bf16 FLOP/s of one A100
@@ -147,7 +146,7 @@ def format_plan(p: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.plan", __doc__)
     p.add_argument("--preset", default="sphinx-vi-1k")
     p.add_argument("--mfu", type=float, default=PlanAssumptions.mfu)
     p.add_argument("--gpus", type=int, default=PlanAssumptions.gpus)

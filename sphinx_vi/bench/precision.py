@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import median_seconds, write_json
+from . import command_parser, median_seconds, write_json
 from .memory import PeakRSS
 
 PRECISIONS = ("fp32", "bf16")
@@ -164,8 +164,7 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench.precision", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.precision", __doc__)
     p.add_argument("--sizes", default="tiny,small,real")
     p.add_argument("--iters", type=int, default=5, help="timed steps per process")
     p.add_argument("--worker", nargs=3, metavar=("SIZE", "ENGINE", "PRECISION"), help=argparse.SUPPRESS)

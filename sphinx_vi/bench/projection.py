@@ -13,7 +13,6 @@ stage-2 mix wastes little), so the projected ratio is what skipping unlabelled l
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import median_seconds, write_json
+from . import command_parser, median_seconds, write_json
 
 
 @dataclass(frozen=True)
@@ -131,8 +130,7 @@ def project(precision: str, reps: int, tower_flops: float, shapes: Shapes = Shap
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench.projection", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.projection", __doc__)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--precisions", default="bf16,fp32")
     p.add_argument("--tower-flops", type=float, default=None, help="the towers' forward FLOPs per sample (default: bench.plan's)")

@@ -8,7 +8,6 @@ held-out synthetic world (seed 1), decoded as the API decodes them.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import sys
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import write_json
+from . import command_parser, write_json
 
 VARIANTS: dict[str, dict[str, Any]] = {"fp32": {}, "bf16": {"dtype": "bfloat16"}, "int8": {"quantization": "int8"},
                                        "nf4": {"quantization": "nf4"}}
@@ -56,8 +55,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench.quant", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.quant", __doc__)
     p.add_argument("--model", default="tiny-shapes")
     p.add_argument("--heldout-images", type=int, default=500)
     p.add_argument("--limit", type=int, default=400, help="held-out REC questions")

@@ -10,7 +10,6 @@ requests' statuses, and the server's resident memory across the run (flat = no g
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
@@ -28,7 +27,7 @@ import httpx
 import psutil
 from PIL import Image
 
-from . import write_json
+from . import command_parser, write_json
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "world_shapes_1.png"
 CATEGORIES = ("hình tròn", "hình vuông", "hình tam giác", "hình sao")
@@ -221,8 +220,7 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench.serve_load", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.serve_load", __doc__)
     p.add_argument("--model", default="tiny-shapes")
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=30.0, help="length of each phase")

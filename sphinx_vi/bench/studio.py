@@ -8,7 +8,6 @@ inpainting cost far more on a CPU.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ..api import SphinxVi
 from ..tools import EditSettings, GrabCutSegmenter, SamSegmenter, TeleaInpainter, union_mask
 from ..tools.inpaint import DiffusersInpainter
 from ..tools.tiny_models import build_tiny_sam, save_tiny_inpaint_pipeline
-from . import median_seconds, write_json
+from . import command_parser, median_seconds, write_json
 
 
 def _median(fn, repeats: int) -> float:
@@ -53,7 +52,7 @@ def run(model: str, image: Path, query: str, repeats: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench.studio", __doc__)
     p.add_argument("--model", default="tiny-shapes")
     p.add_argument("--image", type=Path, default=Path("sphinx_vi/assets/examples/shapes.png"))
     p.add_argument("--query", default="circles")

@@ -28,7 +28,7 @@ import torch
 
 from ..data import collate, collate_packed
 from ..packed_attention import use_packed_attention
-from . import write_json
+from . import command_parser, write_json
 from .memory import PeakRSS
 
 RATIO_KEYS = {  # ratio key → (case, metric, higher_is_better_for_ours_metric)
@@ -298,8 +298,7 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sphinx_vi.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("python -m sphinx_vi.bench", __doc__)
     p.add_argument("--quick", action="store_true", help="tiny size only, 2 repetitions (under 10 minutes here)")
     p.add_argument("--sizes", default=None, help="comma list of parity sizes (tiny,small); default both, tiny with --quick")
     p.add_argument("--reps", type=int, default=None, help="A/B repetitions per case (default 3, 2 with --quick)")
