@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,26 +209,91 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_pat
     assert names == ["step-0000001", "step-0000002"]
 
 
-def test_two_process_ddp_matches_one_process(world, tmp_path):
-    # box-guided attention on: its loss is normalised by the global count of guided terms too
-    common = ["-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world), "--max-steps", "3",
-              "--warmup-steps", "1", "--log-every", "1", "--save-every", "100", "--lr", "0.001", "--reference-batch", "8",
-              "--mixture", "rec=1,detection=1", "--seed", "5", "--guides.box.weight", "0.5", "--guides.box.layers=-1"]
-    one = subprocess.run([sys.executable, *common, "--batch-size", "8", "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _parity_args(world, seed=5):
+    """A stage-2 run with box-guided attention on: its loss is normalised by the global count of guided terms too."""
+    return ["-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world), "--max-steps", "4",
+            "--warmup-steps", "1", "--log-every", "1", "--lr", "0.001", "--reference-batch", "8",
+            "--mixture", "rec=1,detection=1", "--seed", str(seed), "--guides.box.weight", "0.5", "--guides.box.layers=-1"]
+
+
+def _run(cmd, out, *extra):
+    proc = subprocess.run([*cmd, *extra, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _assert_same_run(a, b, rel=1e-4, atol=1e-5):
+    """Same logged losses and guided-attention terms per step, and the same final weights."""
+    ra, rb = read_metrics(a / "metrics.jsonl"), read_metrics(b / "metrics.jsonl")
+    assert [r["step"] for r in ra] == [r["step"] for r in rb] == [1, 2, 3, 4]
+    for key in ("loss", "box_attention"):
+        assert [r[key] for r in ra] == pytest.approx([r[key] for r in rb], rel=rel), key
+    wa, wb = (load_file(str(d / "final" / "model.safetensors")) for d in (a, b))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=rel, atol=atol, msg=k)
+
+
+@pytest.fixture(scope="module")
+def one_process_run(world, tmp_path_factory):
+    """The reference the multi-process engines must reproduce: one process, global batch 8."""
+    out = tmp_path_factory.mktemp("one_process") / "run"
+    _run([sys.executable, *_parity_args(world)], out, "--batch-size", "8", "--save-every", "100")
+    return out
+
+
+def test_two_process_ddp_matches_one_process(world, one_process_run, tmp_path):
     # torchrun sets RANK/WORLD_SIZE; accelerate then runs DDP over gloo on the CPU
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                          *common, "--batch-size", "4", "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "2 process(es)" in two.stdout
-    l1 = [r["loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")]
-    l2 = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
-    assert len(l1) == len(l2) == 3
-    assert l1 == pytest.approx(l2, rel=1e-4)
-    b1 = [r["box_attention"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")]
-    b2 = [r["box_attention"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
-    assert b1 == pytest.approx(b2, rel=1e-4)
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                *_parity_args(world)], tmp_path / "two", "--batch-size", "4", "--save-every", "100")
+    assert "2 process(es), MULTI_CPU" in two.stdout
+    _assert_same_run(one_process_run, tmp_path / "two")
+
+
+def test_fsdp2_on_two_cpu_processes_matches_one_process_resumes_and_consolidates(world, one_process_run, tmp_path):
+    """The GPU launch config, unchanged but for the process count: accelerate's FSDP2 engine over gloo."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(REPO / "train" / "accelerate" / "fsdp_8gpu.yaml"), "--num_processes", "2", "--main_process_port", "29537",
+              *_parity_args(world), "--batch-size", "4", "--save-every", "1", "--keep-checkpoints", "4", "--precision", "fp32"]
+    fsdp = tmp_path / "fsdp"
+    proc = _run(launch, fsdp)
+    assert "2 process(es), FSDP" in proc.stdout
+    _assert_same_run(one_process_run, fsdp)
+    step2 = fsdp / "checkpoints" / "step-0000002"
+    shards = sorted(p.name for p in (step2 / "pytorch_model_fsdp_0").iterdir())
+    assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp"]  # one shard file per process, no full copy
+
+    # an interruption after step 2's checkpoint: the rerun resumes from it and ends where the straight run did
+    resumed = tmp_path / "resumed"
+    shutil.copytree(fsdp, resumed)
+    shutil.rmtree(resumed / "final")
+    for late in ("step-0000003", "step-0000004"):
+        shutil.rmtree(resumed / "checkpoints" / late)
+    proc = _run(launch, resumed)
+    assert "resumed from" in proc.stdout and "at step 2" in proc.stdout
+    _assert_same_run(fsdp, resumed, rel=1e-5, atol=1e-6)
+
+    # the last sharded checkpoint, consolidated, is the run's final model
+    cons = tmp_path / "consolidated"
+    done = subprocess.run([sys.executable, "-m", "sphinx_vi.train", "consolidate", str(fsdp / "checkpoints" / "step-0000004"),
+                           "--out", str(cons)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wf, wc = (load_file(str(d / "model.safetensors")) for d in (fsdp / "final", cons))
+    assert wf.keys() == wc.keys() and all(torch.equal(wf[k], wc[k]) for k in wf)
+    assert json.loads((cons / "lineage.json").read_text())["steps"] == 4
+    assert isinstance(SphinxVi.from_pretrained(cons).chat(world / "images" / "000001.png", "Có gì?", max_new_tokens=2), str)
+
+
+def test_consolidate_names_what_it_found_in_a_directory_without_shards(world, tmp_path, capsys):
+    from sphinx_vi.train.__main__ import main
+
+    assert main(["consolidate", str(world), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "no sharded model" in err and "images" in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_lora_run_saves_a_plain_merged_checkpoint(world, tmp_path):
@@ -256,22 +322,23 @@ def test_stage2_with_box_attention_logs_the_guided_mass_and_saves_a_stock_model(
             _cfg(world, tmp_path / "x", guides={name: {"weight": -1.0}})
 
 
-def test_an_fsdp_launch_config_on_the_cpu_is_refused_not_run_as_ddp(world, tmp_path):
-    """accelerate 1.x enables FSDP only on GPUs: the GPU config on the CPU would silently train DDP."""
-    config = Path(__file__).resolve().parents[1] / "train" / "accelerate" / "fsdp_8gpu.yaml"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
-           "--main_process_port", "29537", "-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world),
-           "--max-steps", "1", "--batch-size", "2", "--out", str(tmp_path / "fsdp"), "--precision", "fp32"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode != 0
-    assert "asks for FSDP, but accelerate runs MULTI_CPU here" in proc.stderr
-    assert not (tmp_path / "fsdp" / "final").exists()
+def test_a_one_process_fsdp_launch_on_the_cpu_is_refused_not_run_unsharded(monkeypatch):
+    """accelerate gives a one-process launch no FSDP: it must not train silently as a plain run."""
+    from accelerate import Accelerator
+
+    from sphinx_vi.train.engines import EngineUnavailableError, check_engine, enable_cpu_fsdp2
+
+    accelerator = Accelerator(cpu=True)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert not enable_cpu_fsdp2(accelerator)  # one process: no process group to shard over
+    with pytest.raises(EngineUnavailableError, match="asks for FSDP, but accelerate runs NO here"):
+        check_engine(accelerator)
 
 
 def test_a_deepspeed_launch_is_refused_where_accelerate_did_not_start_deepspeed(monkeypatch):
     from accelerate import Accelerator
 
-    from sphinx_vi.train.loop import EngineUnavailableError, check_engine
+    from sphinx_vi.train.engines import EngineUnavailableError, check_engine
 
     accelerator = Accelerator(cpu=True)
     check_engine(accelerator)  # nothing asked: fine

@@ -1,4 +1,4 @@
-"""`python -m sphinx_vi.train stage1 | stage2 | merge` — see `--help` of each (stage 0: `python -m sphinx_vi.experiments.towers`)."""
+"""`python -m sphinx_vi.train stage1 | stage2 | merge | consolidate` — see `--help` of each (stage 0: `python -m sphinx_vi.experiments.towers`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--data", default=None, help="accepted for symmetry with the stages; unused")
     m.add_argument("--max-steps", default=None, help="accepted for symmetry; unused")
     m.add_argument("--seed", default=None, help="accepted for symmetry; unused")
+    c = sub.add_parser("consolidate", help="a sharded (FSDP2) training checkpoint → a normal checkpoint directory")
+    c.add_argument("checkpoint", help="RUN/checkpoints/step-NNNNNNN")
+    c.add_argument("--out", required=True)
     args, unknown = p.parse_known_args(argv)
     if unknown:
         import difflib
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
 
     from ..data import TooManyBadRowsError
+    from .consolidate import NotAShardedCheckpointError, consolidate
     from .merge import LineageMismatchError, merge
     from .recipes import DataDirError, stage1, stage2
 
@@ -46,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "merge":
             print(f"merged model: {merge(args.real, args.synthetic, args.beta, args.out)}")
             return 0
+        if args.command == "consolidate":
+            print(f"consolidated model: {consolidate(args.checkpoint, args.out)}")
+            return 0
         overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
         cfg = load_config(args.config, overrides, stage=args.command)
         (stage1 if cfg.stage == "stage1" else stage2)(cfg)
-    except (ValueError, FileNotFoundError, FloatingPointError, DataDirError, LineageMismatchError, TooManyBadRowsError) as err:
+    except (ValueError, FileNotFoundError, FloatingPointError, DataDirError, LineageMismatchError, TooManyBadRowsError,
+            NotAShardedCheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,4 +1,4 @@
-"""The one training loop behind both stages, on accelerate (CPU, DDP, FSDP, DeepSpeed from the same code).
+"""The one training loop behind both stages, on accelerate (CPU, DDP, FSDP2, DeepSpeed from the same code).
 
 Data order is a pure function of (seed, step): every process computes the same global batch and
 takes its slice, so a resumed run sees exactly the batches an uninterrupted one would, and N
@@ -8,7 +8,6 @@ label tokens divided by the global token count, so gradients match across world 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -32,6 +31,7 @@ from ..text.tokens import IGNORE_INDEX
 from . import checkpoint
 from .aux_losses import AuxiliaryLoss, build_aux_losses
 from .config import TrainConfig, save_config
+from .engines import check_engine, enable_cpu_fsdp2
 from .metrics import MetricsLog, plot_losses
 from .parts import apply_trainable, merge_lora
 from .schedule import lr_factor, scaled_lr
@@ -125,32 +125,13 @@ class StepResult:
     grad_norm: float | None
 
 
-class EngineUnavailableError(RuntimeError):
-    """The launch config asks for an engine accelerate does not run here (it would train another way, silently)."""
-
-
-_ENGINES = {"ACCELERATE_USE_FSDP": (DistributedType.FSDP, "FSDP"), "ACCELERATE_USE_DEEPSPEED": (DistributedType.DEEPSPEED, "DeepSpeed")}
-
-
-def check_engine(accelerator: Accelerator) -> None:
-    """Refuse a run whose `accelerate launch` config named FSDP or DeepSpeed when accelerate chose otherwise.
-
-    accelerate 1.x enables FSDP only on GPU-like devices: on the CPU the same config quietly trains
-    plain DDP (or one process), which is not the run the config describes.
-    """
-    for env, (kind, name) in _ENGINES.items():
-        if os.environ.get(env, "false").lower() == "true" and accelerator.distributed_type != kind:
-            raise EngineUnavailableError(
-                f"the launch config asks for {name}, but accelerate runs {accelerator.distributed_type.value} here "
-                f"({name} needs GPUs in accelerate); on the CPU launch with train/accelerate/cpu_2proc.yaml")
-
-
 def setup(cfg: TrainConfig, model: SphinxViForConditionalGeneration, processor: SphinxViProcessor,
           streams: list[Stream]) -> Run:
     """Accelerator, trainable parts, auxiliary losses, optimizer and schedule, resume, data loaders."""
     # Text-only batches leave the vision side unused: DDP must not wait for its gradients.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    enable_cpu_fsdp2(accelerator)
     check_engine(accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
     out = Path(cfg.out)
@@ -166,7 +147,7 @@ def setup(cfg: TrainConfig, model: SphinxViForConditionalGeneration, processor: 
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         print(f"[{cfg.stage}] learning rate {cfg.lr:g} × global batch {global_batch} / reference {cfg.reference_batch} = {peak_lr:g}")
-        print(f"[{cfg.stage}] {world} process(es), precision {resolve_precision(cfg.precision)}; trainable: "
+        print(f"[{cfg.stage}] {world} process(es), {accelerator.distributed_type.value}, precision {resolve_precision(cfg.precision)}; trainable: "
               + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,59 @@
+"""Which distributed engine a run gets from its `accelerate launch` config, and FSDP2 on the CPU.
+
+accelerate 1.x turns an FSDP launch config into FSDP only on accelerator devices (its MULTI_GPU, MULTI_XPU,
+... types); on the CPU the same config quietly trains DDP. Its FSDP2 path itself does not need a GPU:
+torch's `fully_shard` over a gloo device mesh, sharded checkpoints through `torch.distributed.checkpoint`,
+the full state gathered for the final save. So on the CPU a run whose config asks for FSDP2 is handed to
+that path explicitly (`enable_cpu_fsdp2`), and the code that runs is the code a GPU run uses. Any other
+engine the config names but accelerate did not start stops the run before its first step (`check_engine`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+
+class EngineUnavailableError(RuntimeError):
+    """The launch config asks for an engine accelerate does not run here (it would train another way, silently)."""
+
+
+_ENGINES = {"ACCELERATE_USE_FSDP": (DistributedType.FSDP, "FSDP"), "ACCELERATE_USE_DEEPSPEED": (DistributedType.DEEPSPEED, "DeepSpeed")}
+
+
+def _asked(env: str) -> bool:
+    return os.environ.get(env, "false").lower() == "true"
+
+
+def enable_cpu_fsdp2(accelerator: Accelerator) -> bool:
+    """Give a CPU run whose launch config asks for FSDP2 accelerate's FSDP2 engine; True when it did.
+
+    Call right after `Accelerator(...)`, before `prepare`. The plugin is read from the launch config's
+    environment exactly as accelerate reads it on GPUs (`FSDP_*` variables).
+    """
+    if not _asked("ACCELERATE_USE_FSDP") or accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise EngineUnavailableError(
+            "the launch config asks for FSDP version 1, which needs GPUs; on the CPU set fsdp_version: 2 "
+            "(train/accelerate/fsdp_8gpu.yaml does)")
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    # accelerate keeps the type in two shared states; AcceleratorState() copies PartialState's on every call
+    for state in (PartialState._shared_state, AcceleratorState._shared_state):
+        state["distributed_type"] = DistributedType.FSDP
+    AcceleratorState._shared_state["fsdp_plugin"] = plugin
+    return accelerator.is_fsdp2
+
+
+def check_engine(accelerator: Accelerator) -> None:
+    """Refuse a run whose launch config named FSDP or DeepSpeed when accelerate chose otherwise."""
+    for env, (kind, name) in _ENGINES.items():
+        if _asked(env) and accelerator.distributed_type != kind:
+            raise EngineUnavailableError(
+                f"the launch config asks for {name}, but accelerate runs {accelerator.distributed_type.value} here; "
+                f"on the CPU launch FSDP2 with train/accelerate/fsdp_8gpu.yaml or DDP with train/accelerate/cpu_2proc.yaml")
