@@ -1,7 +1,4 @@
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from sphinx_vi import SphinxVi
+from sphinx_vi.bench import distributed
 from sphinx_vi.data.world.generate import synthesize
 from sphinx_vi.data.world.shapes import WorldConfig
 from sphinx_vi.train import NonFiniteLossError, load_config
@@ -209,81 +207,28 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_pat
     assert names == ["step-0000001", "step-0000002"]
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _parity_args(world, seed=5):
-    """A stage-2 run with box-guided attention on: its loss is normalised by the global count of guided terms too."""
-    return ["-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world), "--max-steps", "4",
-            "--warmup-steps", "1", "--log-every", "1", "--lr", "0.001", "--reference-batch", "8",
-            "--mixture", "rec=1,detection=1", "--seed", str(seed), "--guides.box.weight", "0.5", "--guides.box.layers=-1"]
-
-
-def _run(cmd, out, *extra):
-    proc = subprocess.run([*cmd, *extra, "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def _assert_same_run(a, b, rel=1e-4, atol=1e-5):
-    """Same logged losses and guided-attention terms per step, and the same final weights."""
-    ra, rb = read_metrics(a / "metrics.jsonl"), read_metrics(b / "metrics.jsonl")
-    assert [r["step"] for r in ra] == [r["step"] for r in rb] == [1, 2, 3, 4]
-    for key in ("loss", "box_attention"):
-        assert [r[key] for r in ra] == pytest.approx([r[key] for r in rb], rel=rel), key
-    wa, wb = (load_file(str(d / "final" / "model.safetensors")) for d in (a, b))
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=rel, atol=atol, msg=k)
-
-
 @pytest.fixture(scope="module")
 def one_process_run(world, tmp_path_factory):
     """The reference the multi-process engines must reproduce: one process, global batch 8."""
     out = tmp_path_factory.mktemp("one_process") / "run"
-    _run([sys.executable, *_parity_args(world)], out, "--batch-size", "8", "--save-every", "100")
+    distributed.one_process(world, out)
     return out
 
 
-def test_two_process_ddp_matches_one_process(world, one_process_run, tmp_path):
-    # torchrun sets RANK/WORLD_SIZE; accelerate then runs DDP over gloo on the CPU
-    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                *_parity_args(world)], tmp_path / "two", "--batch-size", "4", "--save-every", "100")
-    assert "2 process(es), MULTI_CPU" in two.stdout
-    _assert_same_run(one_process_run, tmp_path / "two")
-
-
-def test_fsdp2_on_two_cpu_processes_matches_one_process_resumes_and_consolidates(world, one_process_run, tmp_path):
-    """The GPU launch config, unchanged but for the process count: accelerate's FSDP2 engine over gloo."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              str(REPO / "train" / "accelerate" / "fsdp_8gpu.yaml"), "--num_processes", "2", "--main_process_port", "29537",
-              *_parity_args(world), "--batch-size", "4", "--save-every", "1", "--keep-checkpoints", "4", "--precision", "fp32"]
-    fsdp = tmp_path / "fsdp"
-    proc = _run(launch, fsdp)
-    assert "2 process(es), FSDP" in proc.stdout
-    _assert_same_run(one_process_run, fsdp)
-    step2 = fsdp / "checkpoints" / "step-0000002"
-    shards = sorted(p.name for p in (step2 / "pytorch_model_fsdp_0").iterdir())
-    assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp"]  # one shard file per process, no full copy
-
-    # an interruption after step 2's checkpoint: the rerun resumes from it and ends where the straight run did
-    resumed = tmp_path / "resumed"
-    shutil.copytree(fsdp, resumed)
-    shutil.rmtree(resumed / "final")
-    for late in ("step-0000003", "step-0000004"):
-        shutil.rmtree(resumed / "checkpoints" / late)
-    proc = _run(launch, resumed)
-    assert "resumed from" in proc.stdout and "at step 2" in proc.stdout
-    _assert_same_run(fsdp, resumed, rel=1e-5, atol=1e-6)
-
-    # the last sharded checkpoint, consolidated, is the run's final model
+@pytest.mark.parametrize("engine", distributed.ENGINES, ids=[e.name for e in distributed.ENGINES])
+def test_two_cpu_processes_match_one_process_on_every_engine(engine, world, one_process_run, tmp_path):
+    """DDP (torchrun) and the GPU launch configs for FSDP2 and DeepSpeed ZeRO-2/3, unchanged but for the process
+    count: same losses and weights as one process; sharded checkpoints resume exactly and consolidate to the final model."""
+    row = distributed.measure(engine, world, one_process_run, tmp_path)
+    assert row["reported"]  # the run says it ran on that engine
+    assert row["loss_rel"] < 1e-4 and row["box_attention_rel"] < 1e-4 and row["weights_abs"] < 1e-5, row
+    if engine.shard_files is None:
+        return
+    assert row["shards_per_checkpoint"] == 2  # one shard per process, no full copy
+    assert row["resume"]["loss_rel"] < 1e-5 and row["resume"]["weights_abs"] < 1e-6, row
+    assert row["consolidated_abs"] == 0.0
     cons = tmp_path / "consolidated"
-    done = subprocess.run([sys.executable, "-m", "sphinx_vi.train", "consolidate", str(fsdp / "checkpoints" / "step-0000004"),
-                           "--out", str(cons)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    wf, wc = (load_file(str(d / "model.safetensors")) for d in (fsdp / "final", cons))
-    assert wf.keys() == wc.keys() and all(torch.equal(wf[k], wc[k]) for k in wf)
-    assert json.loads((cons / "lineage.json").read_text())["steps"] == 4
+    assert json.loads((cons / "lineage.json").read_text())["steps"] == distributed.STEPS
     assert isinstance(SphinxVi.from_pretrained(cons).chat(world / "images" / "000001.png", "Có gì?", max_new_tokens=2), str)
 
 

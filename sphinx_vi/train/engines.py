@@ -11,10 +11,14 @@ engine the config names but accelerate did not start stops the run before its fi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from accelerate import Accelerator
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
 
 
 class EngineUnavailableError(RuntimeError):
@@ -26,6 +30,32 @@ _ENGINES = {"ACCELERATE_USE_FSDP": (DistributedType.FSDP, "FSDP"), "ACCELERATE_U
 
 def _asked(env: str) -> bool:
     return os.environ.get(env, "false").lower() == "true"
+
+
+def process_group() -> dict[str, Any]:
+    """How this process joins its group (`PartialState(**process_group())`): gloo on the CPU.
+
+    accelerate starts DeepSpeed only when not told `cpu=True`; without a GPU, DeepSpeed's own CPU
+    accelerator then initialises the group, and it needs the backend named (gloo).
+    """
+    if torch.cuda.is_available():
+        return {"cpu": False}
+    if _asked("ACCELERATE_USE_DEEPSPEED"):
+        return {"cpu": False, "backend": "gloo"}
+    return {"cpu": True}
+
+
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """The run's Accelerator for whatever engine the launch config names, FSDP2 on the CPU included."""
+    group = process_group()
+    # Text-only batches leave the vision side unused: DDP must not wait for its gradients.
+    handlers: list[Any] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    if "backend" in group:
+        handlers.append(InitProcessGroupKwargs(backend=group["backend"]))
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=group["cpu"], kwargs_handlers=handlers)
+    enable_cpu_fsdp2(accelerator)
+    check_engine(accelerator)
+    return accelerator
 
 
 def enable_cpu_fsdp2(accelerator: Accelerator) -> bool:
@@ -57,3 +87,38 @@ def check_engine(accelerator: Accelerator) -> None:
             raise EngineUnavailableError(
                 f"the launch config asks for {name}, but accelerate runs {accelerator.distributed_type.value} here; "
                 f"on the CPU launch FSDP2 with train/accelerate/fsdp_8gpu.yaml or DDP with train/accelerate/cpu_2proc.yaml")
+
+
+def configure_deepspeed(accelerator: Accelerator, micro_batch: int, max_grad_norm: float) -> None:
+    """Put the loop's own facts into DeepSpeed's config before `prepare` (the TrainConfig stays their one place).
+
+    DeepSpeed accumulates nothing itself (`micro_step` marks the boundary), clips at `max_grad_norm`
+    (our loop's clipping is DeepSpeed's under DeepSpeed), and counts `micro_batch` samples per process.
+    """
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = micro_batch
+    config["gradient_accumulation_steps"] = 1
+    config["train_batch_size"] = micro_batch * accelerator.num_processes
+    config["gradient_clipping"] = max_grad_norm
+
+
+@contextmanager
+def micro_step(accelerator: Accelerator, model: torch.nn.Module, last: bool) -> Iterator[None]:
+    """One backward of an optimizer step: gradients are synchronised only on the `last` one.
+
+    DDP and FSDP2 skip the reduction (`no_sync`); under DeepSpeed the last backward is the accumulation
+    boundary, where its engine reduces, clips and steps (its optimizer's `step` is then a no-op).
+    """
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        accelerator.gradient_state._set_sync_gradients(last)  # what accelerate's own `accumulate` sets
+        try:
+            yield
+        finally:
+            accelerator.gradient_state._set_sync_gradients(True)
+    elif last:
+        yield
+    else:
+        with accelerator.no_sync(model):
+            yield

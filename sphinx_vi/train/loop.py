@@ -11,14 +11,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -31,7 +30,7 @@ from ..text.tokens import IGNORE_INDEX
 from . import checkpoint
 from .aux_losses import AuxiliaryLoss, build_aux_losses
 from .config import TrainConfig, save_config
-from .engines import check_engine, enable_cpu_fsdp2
+from .engines import configure_deepspeed, make_accelerator, micro_step
 from .metrics import MetricsLog, plot_losses
 from .parts import apply_trainable, merge_lora
 from .schedule import lr_factor, scaled_lr
@@ -128,11 +127,7 @@ class StepResult:
 def setup(cfg: TrainConfig, model: SphinxViForConditionalGeneration, processor: SphinxViProcessor,
           streams: list[Stream]) -> Run:
     """Accelerator, trainable parts, auxiliary losses, optimizer and schedule, resume, data loaders."""
-    # Text-only batches leave the vision side unused: DDP must not wait for its gradients.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
-    enable_cpu_fsdp2(accelerator)
-    check_engine(accelerator)
+    accelerator = make_accelerator(resolve_precision(cfg.precision))
     rank, world = accelerator.process_index, accelerator.num_processes
     out = Path(cfg.out)
     set_seed(cfg.seed + rank)  # dropout / sampling only; data order and init do not depend on it
@@ -159,6 +154,7 @@ def setup(cfg: TrainConfig, model: SphinxViForConditionalGeneration, processor: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
     # The scheduler is not `prepare`d: accelerate would step it once per process per step, and our
     # data order does not depend on the world size. It is still saved with every checkpoint.
+    configure_deepspeed(accelerator, max(s.batch_size for s in streams), cfg.max_grad_norm)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
@@ -207,7 +203,7 @@ def train_step(run: Run, step: int) -> StepResult:
             for aux in run.aux:
                 aux.arm(batch[aux.name], inputs.get("position_ids"))
             last = a == cfg.grad_accum - 1 and si == len(run.streams) - 1
-            with accelerator.autocast(), (accelerator.no_sync(model) if not last else nullcontext()):
+            with accelerator.autocast(), micro_step(accelerator, model, last):
                 # the model projects only labelled positions onto the vocabulary (skip_logits)
                 mean = model(**inputs, labels=labels, skip_logits=True).loss
                 total = mean * int((labels[:, 1:] != IGNORE_INDEX).sum())

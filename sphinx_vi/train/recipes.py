@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from accelerate import PartialState
 
 from ..data import EncodedDataset, Sample, SampleEncoder, mix
@@ -13,6 +12,7 @@ from ..data.samples import LoadResult
 from ..data.turns import join_turns
 from ..factory import LoadedModel, build_from_preset, load_checkpoint
 from .config import TrainConfig
+from .engines import process_group
 from .lineage import fingerprint, read_lineage
 from .loop import Stream, fit
 
@@ -90,7 +90,7 @@ def stage2_samples(cfg: TrainConfig, encoder: SampleEncoder | None = None) -> li
         else:
             rows = _checked(load_llava(_require(data / "llava" / f"{name}.json", f"task {name!r}", cfg)), cfg)
             sources[name] = join_turns(rows, cfg.turns_per_image, seed=cfg.seed, fits=fits)
-    world = PartialState(cpu=not torch.cuda.is_available()).num_processes  # the mixture depends on the global batch, not on the world size
+    world = PartialState(**process_group()).num_processes  # the mixture depends on the global batch, not on the world size
     total = cfg.max_steps * cfg.batch_size * cfg.grad_accum * world
     return mix(sources, cfg.mixture, max(total, 1), seed=cfg.seed)
 
