@@ -209,7 +209,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_pat
 
 @pytest.fixture(scope="module")
 def one_process_run(world, tmp_path_factory):
-    """The reference the multi-process engines must reproduce: one process, global batch 8."""
+    """The reference the multi-process engines must reproduce: one process, global batch 8 in two micro-batches."""
     out = tmp_path_factory.mktemp("one_process") / "run"
     distributed.one_process(world, out)
     return out
@@ -218,7 +218,8 @@ def one_process_run(world, tmp_path_factory):
 @pytest.mark.parametrize("engine", distributed.ENGINES, ids=[e.name for e in distributed.ENGINES])
 def test_two_cpu_processes_match_one_process_on_every_engine(engine, world, one_process_run, tmp_path):
     """DDP (torchrun) and the GPU launch configs for FSDP2 and DeepSpeed ZeRO-2/3, unchanged but for the process
-    count: same losses and weights as one process; sharded checkpoints resume exactly and consolidate to the final model."""
+    count: same losses and weights as one process (gradient accumulation included); sharded checkpoints resume exactly
+    and consolidate to the final model."""
     row = distributed.measure(engine, world, one_process_run, tmp_path)
     assert row["reported"]  # the run says it ran on that engine
     assert row["loss_rel"] < 1e-4 and row["box_attention_rel"] < 1e-4 and row["weights_abs"] < 1e-5, row

@@ -6,8 +6,10 @@ For DDP (torchrun), FSDP2 and DeepSpeed ZeRO-2 / ZeRO-3 (the GPU launch configs 
 unchanged but for `--num_processes`): the largest relative difference of the logged losses and of the
 guided-attention term, the largest absolute difference of the final weights, the same after resuming
 from step 2's sharded checkpoint, and the consolidated checkpoint against the run's own final model.
-A 4-step stage-2 run of the `tiny` preset with box-guided attention on. The tests assert the same
-comparisons (tests/test_train.py); this script records the figures.
+A 4-step stage-2 run of the `tiny` preset with box-guided attention on, each step's global batch of 8
+in two accumulated micro-batches (so the engines' accumulation boundaries are exercised: DDP's and
+FSDP2's skipped reductions, DeepSpeed's boundary step). The tests assert the same comparisons
+(tests/test_train.py); this script records the figures.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from . import command_parser, write_json
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "train" / "accelerate"
 STEPS = 4
+ACCUMULATE = 2  # micro-batches per optimizer step
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def stage2_args(world: Path, seed: int = 5) -> list[str]:
     return ["-m", "sphinx_vi.train", "stage2", "--model", "tiny", "--data", str(world), "--max-steps", str(STEPS),
             "--warmup-steps", "1", "--log-every", "1", "--lr", "0.001", "--reference-batch", "8",
             "--mixture", "rec=1,detection=1", "--seed", str(seed), "--guides.box.weight", "0.5", "--guides.box.layers=-1",
-            "--precision", "fp32"]
+            "--precision", "fp32", "--grad-accum", str(ACCUMULATE)]
 
 
 def run(cmd: list[str], out: Path) -> subprocess.CompletedProcess:
@@ -65,18 +68,18 @@ def run(cmd: list[str], out: Path) -> subprocess.CompletedProcess:
 
 
 def one_process(world: Path, out: Path) -> subprocess.CompletedProcess:
-    """The reference: one process, global batch 8."""
-    return run([sys.executable, *stage2_args(world), "--batch-size", "8", "--save-every", "100"], out)
+    """The reference: one process, micro-batches of 4 (global batch 8)."""
+    return run([sys.executable, *stage2_args(world), "--batch-size", "4", "--save-every", "100"], out)
 
 
 def launch_command(engine: Engine, world: Path) -> list[str]:
-    """Two processes of 4 samples each, a checkpoint after every step."""
+    """Two processes of 2 samples per micro-batch each (global batch 8), a checkpoint after every step."""
     if engine.config is None:
         head = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(engine.port)]
     else:
         head = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / engine.config),
                 "--num_processes", "2", "--main_process_port", str(engine.port)]
-    return [*head, *stage2_args(world), "--batch-size", "4", "--save-every", "1", "--keep-checkpoints", str(STEPS)]
+    return [*head, *stage2_args(world), "--batch-size", "2", "--save-every", "1", "--keep-checkpoints", str(STEPS)]
 
 
 def interrupted_after(run_dir: Path, step: int, copy: Path) -> Path:
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                      f" consolidated {r['consolidated_abs']:.1e}") if "resume" in r else ""
             print(f"{r['engine']:7s} loss {r['loss_rel']:.1e}  box term {r['box_attention_rel']:.1e}  "
                   f"weights {r['weights_abs']:.1e};{extra}  {r['wall_s']} s")
-    write_json(args.out, {"steps": STEPS, "processes": 2, "global_batch": 8, "torch": torch.__version__, "rows": rows})
+    write_json(args.out, {"steps": STEPS, "processes": 2, "global_batch": 8, "micro_batches": ACCUMULATE,
+                          "torch": torch.__version__, "rows": rows})
     return 0
 
 
