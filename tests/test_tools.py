@@ -116,3 +116,49 @@ def test_chain_detect_segment_edit_with_fallbacks(tiny, monkeypatch):
     monkeypatch.setattr(tiny.generator, "answer", lambda images, prompts, history, **g: ["Không thấy."] * len(images))
     r = run_chain(tiny, photo, "cốc", GrabCutSegmenter(), TeleaInpainter(), edit="remove")
     assert r.detections == [] and r.masks.shape == (0, 200, 300) and np.array_equal(np.asarray(r.edited), np.asarray(photo))
+
+
+def test_user_prompts_are_checked_against_the_image():
+    from sphinx_vi.tools import MaskPrompt, PromptError
+
+    w, h = PHOTO.size
+    for prompt, message in ((MaskPrompt(), "nothing to segment"), (MaskPrompt(((w + 5, 10),), (1,)), "outside"),
+                            (MaskPrompt(((-1, 10),), (1,)), "outside"), (MaskPrompt(((10, 10),), (0,)), "only negative"),
+                            (MaskPrompt(((10, 10),), ()), "labels"), (MaskPrompt(((10, 10),), (2,)), "labels are 1"),
+                            (MaskPrompt(box=(50, 50, 50, 90)), "no area"), (MaskPrompt(box=(w + 1, 0, w + 50, 40)), "no area")):
+        with pytest.raises(PromptError, match=message):
+            prompt.checked(w, h)
+    swapped = MaskPrompt(box=(460, 300, 170, 40)).checked(w, h)
+    assert swapped.box == (170.0, 40.0, 460.0, 300.0)
+
+
+def test_sam_point_and_box_prompts_reuse_the_embedding_and_rank_the_candidates(sam_checkpoint, monkeypatch):
+    from sphinx_vi.tools import MaskPrompt, PromptError
+
+    seg = load_segmenter(sam_checkpoint, "sphinx_vi_tiny")
+    calls = []
+    original = seg.predictor.set_image
+    monkeypatch.setattr(seg.predictor, "set_image", lambda *a, **k: calls.append(1) or original(*a, **k))
+    click = MaskPrompt(((310, 170), (50, 50)), (1, 0))
+    choices = seg.segment_prompt(PHOTO, click)
+    assert choices.masks.shape == (3, PHOTO.height, PHOTO.width) and choices.masks.dtype == bool
+    assert choices.scores == sorted(choices.scores, reverse=True)  # best (highest predicted IoU) first
+    one = seg.segment_prompt(PHOTO, MaskPrompt(((310, 170),), (1,), CUP), multimask=False)
+    assert one.masks.shape == (1, PHOTO.height, PHOTO.width)
+    seg.segment(PHOTO, [CUP])
+    assert len(calls) == 1  # clicks, boxes and detections on one image share one embedding
+    with pytest.raises(PromptError):
+        seg.segment_prompt(PHOTO, MaskPrompt(((9999, 5),), (1,)))
+
+
+def test_grabcut_stands_in_for_clicks_and_drawn_boxes_on_a_real_photo():
+    from sphinx_vi.tools import MaskPrompt
+
+    seg = GrabCutSegmenter()
+    clicked = seg.segment_prompt(PHOTO, MaskPrompt(((310, 170), (40, 380)), (1, 0)))
+    assert clicked.masks.shape == (1, PHOTO.height, PHOTO.width) and clicked.scores == []
+    assert clicked.best[170, 310] and not clicked.best[380, 40]  # the object's click in, the background's out
+    boxed = seg.segment_prompt(PHOTO, MaskPrompt(box=CUP)).best
+    ys, xs = np.nonzero(boxed)
+    assert boxed.sum() > 0.2 * (CUP[2] - CUP[0]) * (CUP[3] - CUP[1])
+    assert xs.min() >= CUP[0] and xs.max() < CUP[2] and ys.min() >= CUP[1] and ys.max() < CUP[3]  # nothing outside the box

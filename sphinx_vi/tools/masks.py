@@ -1,4 +1,4 @@
-"""Boxes → masks: Segment Anything when its checkpoint is on disk, OpenCV GrabCut otherwise."""
+"""Boxes and clicks → masks: Segment Anything when its checkpoint is on disk, OpenCV GrabCut otherwise."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .clicks import MaskChoices, MaskPrompt, ordered
+
 Box = Sequence[float]  # (x1, y1, x2, y2) pixels; any sequence (a Detection's box may be None-checked first)
 
 
@@ -20,6 +22,9 @@ class Segmenter(Protocol):
 
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> np.ndarray:
         """(N, H, W) bool masks, one per box; (0, H, W) for no boxes."""
+
+    def segment_prompt(self, image: Image.Image, prompt: MaskPrompt, multimask: bool = True) -> MaskChoices:
+        """Candidate masks for the user's points and/or box, best first (`PromptError` for an unusable prompt)."""
 
 
 def _empty(image: Image.Image) -> np.ndarray:
@@ -54,6 +59,28 @@ class GrabCutSegmenter:
             if not fg.any():
                 out[i, y1:y2, x1:x2] = True
         return out
+
+    def segment_prompt(self, image: Image.Image, prompt: MaskPrompt, multimask: bool = True) -> MaskChoices:
+        """One mask: GrabCut seeded with discs at the points (object / not) inside the box, or over the image."""
+        p = prompt.checked(image.width, image.height)
+        bgr = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+        h, w = bgr.shape[:2]
+        mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+        if p.box is not None:
+            x1, y1, x2, y2 = (int(round(v)) for v in p.box)
+            mask[:] = cv2.GC_BGD
+            mask[y1:y2, x1:x2] = cv2.GC_PR_FGD
+        radius = max(3, round(0.02 * min(w, h)))
+        for (x, y), label in zip(p.points, p.labels, strict=True):
+            cv2.circle(mask, (int(x), int(y)), radius, cv2.GC_FGD if label else cv2.GC_BGD, thickness=-1)
+        seeded = mask.copy()
+        try:
+            bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.grabCut(bgr, mask, (0, 0, w, h), bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)  # rect unused with a mask
+            fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        except cv2.error:  # too few pixels of one side to model (a box covering the image, a tiny image)
+            fg = (seeded == cv2.GC_FGD) | (seeded == cv2.GC_PR_FGD)
+        return MaskChoices(fg[None])
 
 
 def sam_builders() -> dict:
@@ -96,6 +123,18 @@ class SamSegmenter:
         if key != self._embedded:  # one embedding per image, reused across calls
             self.predictor.set_image(arr)
             self._embedded = key
+
+    @torch.inference_mode()
+    def segment_prompt(self, image: Image.Image, prompt: MaskPrompt, multimask: bool = True) -> MaskChoices:
+        """SAM's point + box prompt on the kept embedding; with `multimask` its three candidates, by predicted IoU."""
+        p = prompt.checked(image.width, image.height)
+        self._embed(image)
+        masks, scores, _ = self.predictor.predict(
+            point_coords=np.asarray(p.points, dtype=np.float32) if p.points else None,
+            point_labels=np.asarray(p.labels, dtype=np.int64) if p.points else None,
+            box=np.asarray(p.box, dtype=np.float32) if p.box is not None else None,
+            multimask_output=multimask)
+        return ordered(masks.astype(bool), scores.tolist())  # (K, H, W)
 
     @torch.inference_mode()
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> np.ndarray:
