@@ -105,9 +105,13 @@ class Generator:
     def decode_new(self, sequences: torch.Tensor, prompt_length: int) -> list[str]:
         """(B, L + n) generated ids → the n new tokens of each row as stripped text, cut at the template's stop string."""
         texts = self.processor.tokenizer.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)
+        return [self.finish(t) for t in texts]
+
+    def finish(self, text: str) -> str:
+        """Decoded answer text (whole or streamed so far) cut at the template's stop string and stripped."""
         for stop in self.processor.stop_strings:
-            texts = [t.split(stop, 1)[0] for t in texts]
-        return [t.strip() for t in texts]
+            text = text.split(stop, 1)[0]
+        return text.strip()
 
     def generate(self, images: Sequence[Image.Image], conversations: Sequence[list[Message]], **gen: Any) -> list[str]:
         """One answer per conversation, batched; `images` are the loaded images of every `<image>`, in order."""

@@ -38,6 +38,34 @@ def test_the_header_says_what_the_model_knows(studio, tmp_path):
     assert "sphinx" in demo.model_card()
 
 
+@pytest.fixture(scope="module")
+def demo():
+    return Studio(model="tiny-shapes", ui_lang="vi")
+
+
+REC_QUESTION = "Hãy cho biết tọa độ khung bao của vùng mà câu sau mô tả: hình tròn."
+
+
+def test_chat_streams_token_by_token_and_draws_the_boxes_once_they_close(demo, monkeypatch):
+    items = list(demo.chat_stream(str(WORLD), REC_QUESTION, []))
+    texts = [text for text, _ in items]
+    assert len(set(texts)) > 5  # token by token, brackets and digits included, not one block at the end
+    assert all(texts[-1].startswith(t) for t in texts)
+    assert texts[-1] == demo.chat(str(WORLD), REC_QUESTION, [])  # the stream ends with exactly the plain answer
+    first = next(i for i, (_, drawn) in enumerate(items) if drawn is not None)
+    assert texts[first].endswith("]") and all(drawn is None for _, drawn in items[:first])
+    assert items[-1][1].size == Image.open(WORLD).size
+    with pytest.raises(StudioInputError):
+        list(demo.chat_stream(str(WORLD), "  ", []))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model failed")
+
+    monkeypatch.setattr(demo.vi, "chat", broken)
+    with pytest.raises(RuntimeError, match="the model failed"):  # reported at once, the stream does not hang
+        list(demo.chat_stream(str(WORLD), REC_QUESTION, []))
+
+
 def test_core_actions_and_bad_input(studio, tmp_path, monkeypatch):
     monkeypatch.setattr(studio.vi.generator, "answer", lambda images, prompts, history, **g: ["<p>hình tròn</p> [0.09,0.29,0.35,0.50]"] * len(images))
     studio._cache.clear()
@@ -113,7 +141,7 @@ def test_named_endpoints_from_gradio_client(server, tmp_path):
     assert Image.open(shown).size == (320, 240)
     edited, _download, _ = client.predict(handle_file(str(EXAMPLE)), "hình tròn", "xoá", "", 8, 4, 0.99, 7.5, 2, 0, api_name="/inpaint")
     assert Image.open(edited).size == (320, 240)
-    history, cleared = client.predict(handle_file(str(EXAMPLE)), "Có gì trong ảnh?", [], api_name="/chat")
+    history, cleared, _boxes = client.predict(handle_file(str(EXAMPLE)), "Có gì trong ảnh?", [], api_name="/chat")
     assert cleared == "" and history[-1]["role"] == "assistant"
 
 

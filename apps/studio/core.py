@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Thread
 
 import numpy as np
 from PIL import Image
+from transformers import TextIteratorStreamer
 
 from sphinx_vi import SphinxVi
 from sphinx_vi.draw import PALETTE, draw_detections
 from sphinx_vi.factory import provenance
-from sphinx_vi.grounding import Detection
+from sphinx_vi.grounding import Detection, parse
 from sphinx_vi.images import ImageError, load_image
 from sphinx_vi.precision import DType
 from sphinx_vi.tools import EditSettings, load_inpainter, load_segmenter, union_mask
 
 from .texts import TEXTS
 
+CHAT_TOKENS = 128  # the longest chat answer
+STREAM_TIMEOUT_S = 300  # a generation that yields nothing for this long is reported, not waited on forever
 MAX_PIXELS = 4_000_000  # larger uploads are downscaled (with a notice) before the model sees them
 REFUSE_PIXELS = 200_000_000  # beyond this an upload is refused outright
 
@@ -127,7 +132,61 @@ class Studio:
         img, _ = self.load(image)
         if not (message or "").strip():
             raise StudioInputError(self.t["message"])
-        return self.vi.chat(img, message.strip(), history=history or None, max_new_tokens=128)
+        return self.vi.chat(img, message.strip(), history=history or None, max_new_tokens=CHAT_TOKENS)
+
+    def chat_stream(self, image, message: str, history: list[tuple[str, str]]) -> Iterator[tuple[str, Image.Image | None]]:
+        """The answer as it is generated: (text so far, the image with the boxes read so far, or None while there are none).
+
+        The last item is exactly what `chat` answers (the same call, with a streamer attached)."""
+        img, _ = self.load(image)
+        if not (message or "").strip():
+            raise StudioInputError(self.t["message"])
+        streamer = AnswerStreamer(self.vi.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S)
+        done: dict[str, str] = {}
+        failure: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                done["answer"] = self.vi.chat(img, message.strip(), history=history or None, max_new_tokens=CHAT_TOKENS,
+                                              streamer=streamer)
+            except Exception as err:  # surfaced to the caller below, after the stream is closed
+                failure.append(err)
+                streamer.end()
+
+        def drawn(text: str) -> tuple[str, Image.Image | None]:
+            dets = parse(text, img.size).detections
+            return text, draw_detections(img, dets) if dets else None
+
+        worker = Thread(target=generate, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield drawn(self.vi.generator.finish(text))
+        worker.join()
+        if failure:
+            raise failure[0]
+        yield drawn(done["answer"])
+
+
+class AnswerStreamer(TextIteratorStreamer):
+    """A `TextIteratorStreamer` that lets every token through, box brackets and digits included (transformers' waits
+    for a space after a symbol); only an incomplete character (U+FFFD) waits for the next token."""
+
+    def put(self, value) -> None:
+        if value.dim() > 1:
+            if value.shape[0] > 1:
+                raise ValueError("AnswerStreamer streams one answer at a time")
+            value = value[0]
+        if self.skip_prompt and self.next_tokens_are_prompt:
+            self.next_tokens_are_prompt = False
+            return
+        self.token_cache.extend(value.tolist())
+        text = str(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))  # one sequence in: one string out
+        if text.endswith("\ufffd") or len(text) <= self.print_len:
+            return
+        self.on_finalized_text(text[self.print_len :])
+        self.print_len = len(text)
 
 
 def overlay(image: Image.Image, masks: np.ndarray, detections: list[Detection]) -> Image.Image:

@@ -65,14 +65,21 @@ def build_ui(studio: Studio) -> gr.Blocks:
         return edited, str(path), "\n\n".join(notices)
 
     def chat(image, message, history):
+        """Streams the answer into the chat, token by token; boxes in it are drawn on the image as they appear."""
         history = history or []
         pairs = [(_text(history[i]), _text(history[i + 1])) for i in range(0, len(history) - 1, 2)]
+        shown = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        boxes = None
         try:
-            answer = studio.chat(image, message, pairs)
+            for text, drawn in studio.chat_stream(image, message, pairs):
+                shown[-1] = {"role": "assistant", "content": text}
+                boxes = drawn if drawn is not None else boxes
+                yield shown, "", boxes
         except StudioInputError as err:
             gr.Warning(str(err))
-            return history, ""
-        return history + [{"role": "user", "content": message}, {"role": "assistant", "content": answer}], ""
+            yield history, message, None  # the message stays in the box: nothing typed is lost
+            return
+        yield shown, "", boxes
 
     with gr.Blocks(title=t["title"]) as demo:
         gr.Markdown(f"# {t['title']}")
@@ -113,17 +120,18 @@ def build_ui(studio: Studio) -> gr.Blocks:
         with gr.Tab(t["chat"]), gr.Row():
             chat_image = gr.File(label=t["image"], file_types=["image"], type="filepath")
             with gr.Column():
-                bot = gr.Chatbot(label=t["chat"])
-                msg = gr.Textbox(label=t["message"])
-                send = gr.Button(t["send"])
-                gr.ClearButton([bot, msg], value=t["clear"])
+                bot = gr.Chatbot(label=t["chat"], elem_id="chatbot")
+                msg = gr.Textbox(label=t["message"], elem_id="chat-message")
+                send = gr.Button(t["send"], elem_id="chat-send")
+                chat_boxes = gr.Image(label=t["annotated"], type="pil", format="png", interactive=False, elem_id="chat-boxes")
+                gr.ClearButton([bot, msg, chat_boxes], value=t["clear"])
         image.change(show_preview, [image], [preview, notice])
         detect_btn.click(detect, [image, query], [annotated, table, raw, notice], api_name="detect")
         segment_btn.click(segment, [image, query], [annotated, notice], api_name="segment")
         edit_btn.click(inpaint, [image, query, mode, prompt, dilation, blur, strength, guidance, steps, seed],
                        [edited, download, notice], api_name="inpaint")
-        send.click(chat, [chat_image, msg, bot], [bot, msg], api_name="chat")
-        msg.submit(chat, [chat_image, msg, bot], [bot, msg])
+        send.click(chat, [chat_image, msg, bot], [bot, msg, chat_boxes], api_name="chat")
+        msg.submit(chat, [chat_image, msg, bot], [bot, msg, chat_boxes])
     return demo
 
 
