@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from apps.studio.core import MAX_PIXELS, Studio, StudioInputError
+from sphinx_vi.grounding import Detection
 
 EXAMPLE = Path("sphinx_vi/assets/examples/shapes.png")
 WORLD = Path("sphinx_vi/assets/examples/world_shapes_1.png")
@@ -172,3 +173,47 @@ def test_browser_uploads_an_image_clicks_detect_and_sees_the_result(server):
         finally:
             browser.close()
     assert (ARTIFACTS / "studio.png").stat().st_size > 10_000
+
+
+def test_click_to_segment_then_remove_changes_only_the_dilated_mask(studio, tmp_path):
+    from skimage import data as skdata
+
+    from apps.studio.selection import to_rows
+    from sphinx_vi.tools import EditSettings, union_mask
+
+    photo = tmp_path / "coffee.png"
+    Image.fromarray(skdata.coffee()).save(photo)
+    out = studio.segment_clicks(str(photo), [(310, 170, 1), (40, 380, 0)])
+    assert out.overlay.size == (600, 400) and out.box is not None
+    mask = out.choices.best
+    assert mask[170, 310] and not mask[380, 40]
+    rows = to_rows([Detection("cốc", out.box)])
+    settings = EditSettings(dilation=6)
+    edited, _ = studio.edit_rows(str(photo), rows, "remove", settings=settings)
+    _, masks, _, _ = studio.segment_rows(str(photo), rows)
+    grown = np.asarray(union_mask(masks, (600, 400), settings.dilation)) > 0
+    changed = np.abs(np.asarray(edited, np.int16) - np.asarray(Image.open(photo).convert("RGB"), np.int16)).sum(-1) > 0
+    assert changed.any() and not (changed & ~grown).any()  # the edit stays inside the dilated mask
+    background, _ = studio.edit_rows(str(photo), rows, "background", "bầu trời", settings)
+    moved = np.abs(np.asarray(background, np.int16) - np.asarray(Image.open(photo).convert("RGB"), np.int16)).sum(-1) > 0
+    assert moved.any() and not (moved & grown & (np.asarray(union_mask(masks, (600, 400), 0)) > 0)).any()  # the object is kept
+
+
+def test_the_detection_list_is_edited_by_the_user_and_bad_rows_are_named(studio):
+    rows = [[True, "hình tròn", 30, 70, 110, 120], [False, "bỏ qua", 0, 0, 50, 50], [True, "sai", "a", 0, 5, 5],
+            [True, "ngoài ảnh", 500, 500, 600, 600], [True, "", 200, 40, 150, 100]]
+    _, masks, dets, notices = studio.segment_rows(str(EXAMPLE), rows)
+    assert [d.label for d in dets] == ["hình tròn", "object"] and masks.shape == (2, 240, 320)
+    assert dets[1].box == (150.0, 40.0, 200.0, 100.0)  # corners put in order
+    assert any("row 3" in n for n in notices) and any("row 4" in n and "no area" in n for n in notices)
+    with pytest.raises(StudioInputError, match="Chưa chọn"):
+        studio.segment_rows(str(EXAMPLE), [[False, "x", 0, 0, 10, 10]])
+    with pytest.raises(StudioInputError, match="Chưa chọn"):
+        studio.segment_rows(str(EXAMPLE), [])
+    for bad in ([], [(400, 10, 1)], [(10, 10, 0)]):  # no prompt, a click outside the image, only "not the object"
+        with pytest.raises(StudioInputError):
+            studio.segment_clicks(str(EXAMPLE), bad)
+    each, _ = studio.edit_rows(str(EXAMPLE), rows[:1] + rows[4:], "remove", each=True)
+    assert each.size == (320, 240)
+    with pytest.raises(StudioInputError):
+        studio.edit_rows(str(EXAMPLE), rows, "replace", "")

@@ -159,6 +159,8 @@ def test_grabcut_stands_in_for_clicks_and_drawn_boxes_on_a_real_photo():
     assert clicked.masks.shape == (1, PHOTO.height, PHOTO.width) and clicked.scores == []
     assert clicked.best[170, 310] and not clicked.best[380, 40]  # the object's click in, the background's out
     boxed = seg.segment_prompt(PHOTO, MaskPrompt(box=CUP)).best
+    assert np.array_equal(boxed, seg.segment_prompt(PHOTO, MaskPrompt(box=CUP)).best)  # seeded: the same prompt, the same mask
+    assert np.array_equal(seg.segment(PHOTO, [CUP]), seg.segment(PHOTO, [CUP]))
     ys, xs = np.nonzero(boxed)
     assert boxed.sum() > 0.2 * (CUP[2] - CUP[0]) * (CUP[3] - CUP[1])
     assert xs.min() >= CUP[0] and xs.max() < CUP[2] and ys.min() >= CUP[1] and ys.max() < CUP[3]  # nothing outside the box

@@ -10,7 +10,7 @@ from pathlib import Path
 from threading import Thread
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from transformers import TextIteratorStreamer
 
 from sphinx_vi import SphinxVi
@@ -19,9 +19,12 @@ from sphinx_vi.factory import provenance
 from sphinx_vi.grounding import Detection, parse
 from sphinx_vi.images import ImageError, load_image
 from sphinx_vi.precision import DType
-from sphinx_vi.tools import EditSettings, load_inpainter, load_segmenter, union_mask
+from sphinx_vi.tools import EditSettings, MaskChoices, MaskPrompt, PromptError, load_inpainter, load_segmenter, union_mask
 
+from .selection import read_rows
 from .texts import TEXTS
+
+EDIT_MODES = ("remove", "replace", "background")  # remove the objects, replace them, replace everything but them
 
 CHAT_TOKENS = 128  # the longest chat answer
 STREAM_TIMEOUT_S = 300  # a generation that yields nothing for this long is reported, not waited on forever
@@ -41,6 +44,14 @@ class DetectOutput:
     notices: list[str]
     detections: list[Detection]
     image: Image.Image
+
+
+@dataclass
+class ClickOutput:
+    overlay: Image.Image  # the chosen candidate tinted, the clicks and the box drawn
+    choices: MaskChoices  # every candidate mask, best first
+    box: tuple[float, float, float, float] | None  # the chosen mask's bounding box (None: an empty mask)
+    notices: list[str]
 
 
 class Studio:
@@ -127,6 +138,60 @@ class Studio:
         mask = union_mask(masks, out.image.size, settings.dilation)
         edited = self.inpainter.inpaint(out.image, mask, prompt.strip() if mode == "replace" else None, settings)
         return edited, out.notices
+
+    # --- the user's own prompts and the editable list --------------------------------------------
+    def segment_clicks(self, image, points: list[tuple[float, float, int]], box=None, choice: int = 0) -> ClickOutput:
+        """Masks for clicked points ((x, y, 1): the object, (x, y, 0): not) and/or a drawn box on the loaded image."""
+        img, notices = self.load(image)
+        prompt = MaskPrompt(tuple((float(x), float(y)) for x, y, _ in points), tuple(int(v) for *_, v in points),
+                            None if box is None else tuple(float(v) for v in box))  # type: ignore[arg-type]
+        try:
+            choices = self.segmenter.segment_prompt(img, prompt)
+        except PromptError as err:
+            raise StudioInputError(str(err)) from None
+        mask = choices.masks[min(max(int(choice), 0), len(choices.masks) - 1)]
+        ys, xs = np.nonzero(mask)
+        bbox = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else None
+        if bbox is None:
+            notices.append(self.t["empty_mask"])
+        shown = overlay(img, mask[None], [])
+        draw = ImageDraw.Draw(shown)
+        r = max(3, round(0.012 * max(img.size)))
+        for x, y, label in points:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 200, 60) if label else (230, 40, 40), outline=(255, 255, 255), width=2)
+        if box is not None:
+            draw.rectangle(tuple(float(v) for v in box), outline=(255, 200, 0), width=2)
+        return ClickOutput(shown, choices, bbox, notices)
+
+    def segment_rows(self, image, rows) -> tuple[Image.Image, np.ndarray, list[Detection], list[str]]:
+        """Masks for the ticked rows of the detection list (model detections and the user's boxes alike)."""
+        img, notices = self.load(image)
+        dets, problems = read_rows(rows, img.size)
+        notices += problems
+        if not dets:
+            raise StudioInputError(" ".join([self.t["no_selection"], *problems]))
+        masks = self.segmenter.segment(img, [d.box for d in dets if d.box is not None])
+        return overlay(img, masks, dets), masks, dets, notices
+
+    def edit_rows(self, image, rows, mode: str = "remove", prompt: str = "", settings: EditSettings | None = None,
+                  each: bool = False) -> tuple[Image.Image, list[str]]:
+        """Remove or replace the ticked objects, or replace the background around them; on the union of their masks
+        or (`each`) one mask after another."""
+        if mode not in EDIT_MODES:
+            raise StudioInputError(f"edit mode {mode!r}: choose {', '.join(EDIT_MODES)}")
+        if mode != "remove" and not (prompt or "").strip():
+            raise StudioInputError(self.t["prompt"])
+        settings = settings or EditSettings()
+        img, _ = self.load(image)
+        _, masks, _, notices = self.segment_rows(image, rows)
+        text = prompt.strip() if mode != "remove" else None
+        if mode == "background":  # everything but the objects (grown by the dilation, so their edges stay)
+            inverse = Image.fromarray(255 - np.asarray(union_mask(masks, img.size, settings.dilation)), mode="L")
+            return self.inpainter.inpaint(img, inverse, text, settings), notices
+        edited = img
+        for group in ([m[None] for m in masks] if each else [masks]):
+            edited = self.inpainter.inpaint(edited, union_mask(group, img.size, settings.dilation), text, settings)
+        return edited, notices
 
     def chat(self, image, message: str, history: list[tuple[str, str]]) -> str:
         img, _ = self.load(image)

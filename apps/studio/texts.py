@@ -14,6 +14,8 @@ TEXTS = {
         "none_found": "Không tìm thấy đối tượng nào.", "downscaled": "Ảnh quá lớn ({w}×{h}) nên đã được thu nhỏ còn {nw}×{nh}.",
         "fallback_seg": "không có SAM: dùng GrabCut", "fallback_inp": "không có Stable Diffusion: dùng OpenCV Telea",
         "unreadable": "Câu trả lời có phần không đọc được: {w}",
+        "empty_mask": "Mặt nạ rỗng: hãy bấm thêm điểm lên đối tượng.",
+        "no_selection": "Chưa chọn đối tượng nào: hãy đánh dấu ít nhất một dòng trong danh sách.",
         "demo_model": "⚠ **`{name}` là mô hình minh hoạ**: nó chỉ được huấn luyện trên thế giới tổng hợp (hình màu, người que, "
                       "chữ, biểu đồ cột) và không biết ảnh thật. Hãy nạp một mô hình thật: `--model THƯ_MỤC` (chuyển từ SPHINX, "
                       "LLaVA hay Vistral-V bằng `python -m sphinx_vi convert`).",
@@ -34,6 +36,8 @@ TEXTS = {
         "none_found": "No objects found.", "downscaled": "The image was too large ({w}×{h}) and was downscaled to {nw}×{nh}.",
         "fallback_seg": "no SAM checkpoint: GrabCut stands in", "fallback_inp": "no Stable Diffusion: OpenCV Telea stands in",
         "unreadable": "Parts of the answer could not be read: {w}",
+        "empty_mask": "The mask is empty: click more points on the object.",
+        "no_selection": "Nothing selected: tick at least one row of the list.",
         "demo_model": "⚠ **`{name}` is a demo model**: it was trained on the synthetic world only (coloured shapes, stick "
                       "figures, words, bar charts) and knows nothing of real photos. Load a real model with `--model DIR` "
                       "(SPHINX, LLaVA and Vistral-V releases convert with `python -m sphinx_vi convert`).",

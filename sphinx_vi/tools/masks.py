@@ -53,6 +53,7 @@ class GrabCutSegmenter:
                 continue
             mask = np.zeros((h, w), np.uint8)
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.setRNGSeed(0)  # GrabCut's k-means draws from OpenCV's global RNG: the same input gives the same mask
             cv2.grabCut(bgr, mask, (x1, y1, x2 - x1, y2 - y1), bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT)
             fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
             out[i] = fg if fg.any() else False
@@ -76,6 +77,7 @@ class GrabCutSegmenter:
         seeded = mask.copy()
         try:
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.setRNGSeed(0)
             cv2.grabCut(bgr, mask, (0, 0, w, h), bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)  # rect unused with a mask
             fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
         except cv2.error:  # too few pixels of one side to model (a box covering the image, a tiny image)
