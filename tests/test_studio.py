@@ -138,15 +138,22 @@ def test_named_endpoints_from_gradio_client(server, tmp_path):
     bad.write_bytes(b"\xff\xd8 broken")
     _, _, _, notice = client.predict(handle_file(str(bad)), "x", api_name="/detect")
     assert "bad.jpg" in notice  # a message, and the server keeps serving:
-    shown, _ = client.predict(handle_file(str(EXAMPLE)), "hình tròn", api_name="/segment")
+    rows = {"headers": ["use", "label", "x1", "y1", "x2", "y2"], "data": [[True, "hình tròn", 30, 70, 110, 120]]}
+    shown, _ = client.predict(handle_file(str(EXAMPLE)), rows, api_name="/segment")
     assert Image.open(shown).size == (320, 240)
-    edited, _download, _ = client.predict(handle_file(str(EXAMPLE)), "hình tròn", "xoá", "", 8, 4, 0.99, 7.5, 2, 0, api_name="/inpaint")
+    edited, _download, _ = client.predict(handle_file(str(EXAMPLE)), rows, "xoá", "", False, 8, 4, 0.99, 7.5, 2, 0, api_name="/inpaint")
     assert Image.open(edited).size == (320, 240)
+    nothing = {"headers": rows["headers"], "data": [[False, "hình tròn", 30, 70, 110, 120]]}
+    _, notice = client.predict(handle_file(str(EXAMPLE)), nothing, api_name="/segment")
+    assert "Chưa chọn" in notice  # an empty selection: a message, the server keeps serving
     history, cleared, _boxes = client.predict(handle_file(str(EXAMPLE)), "Có gì trong ảnh?", [], api_name="/chat")
     assert cleared == "" and history[-1]["role"] == "assistant"
 
 
 CHROMIUM = "/usr/bin/chromium"
+# headless and quiet: no background network traffic, or "networkidle" never comes
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
@@ -157,12 +164,11 @@ def test_browser_uploads_an_image_clicks_detect_and_sees_the_result(server):
     assert Path(CHROMIUM).exists(), "install Debian's chromium (make test does: apt-get install chromium)"
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(server, wait_until="networkidle")
+            page.goto(server, wait_until="load")  # not networkidle: the session heartbeat (gr.State) stays open
+            page.wait_for_selector("#model-card", timeout=60_000)
             page.locator("#input-image input[type=file]").set_input_files(str(WORLD.resolve()))
             page.wait_for_selector("#preview img", timeout=60_000)
             page.click("#detect-btn")
@@ -217,3 +223,88 @@ def test_the_detection_list_is_edited_by_the_user_and_bad_rows_are_named(studio)
     assert each.size == (320, 240)
     with pytest.raises(StudioInputError):
         studio.edit_rows(str(EXAMPLE), rows, "replace", "")
+
+
+def _fetch_image(page, selector: str) -> Image.Image:
+    """The picture an <img> shows, fetched through the page (a served file or a data URL)."""
+    import base64
+    import io
+
+    src = page.locator(selector).first.get_attribute("src")
+    assert src
+    if src.startswith("data:"):
+        return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+    return Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+
+
+def _click_at(page, selector: str, x: float, y: float, natural: tuple[int, int]) -> None:
+    """Click the pixel (x, y) of an image shown scaled (object-fit: contain) inside its <img> box."""
+    page.locator(selector).first.scroll_into_view_if_needed()  # mouse clicks are in viewport coordinates
+    box = page.locator(selector).first.bounding_box()
+    scale = min(box["width"] / natural[0], box["height"] / natural[1])
+    left = box["x"] + (box["width"] - natural[0] * scale) / 2
+    top = box["y"] + (box["height"] - natural[1] * scale) / 2
+    page.mouse.click(left + x * scale, top + y * scale)
+
+
+def test_browser_click_a_point_on_a_real_photo_remove_it_and_draw_a_box(server, tmp_path):
+    """Click a point on a real photo → its mask → Add → Edit (remove): the edit stays inside the dilated mask of the
+    listed box; then two box corners → a mask; the demo-model notice is on the page. Screenshots for reports/studio."""
+    from playwright.sync_api import sync_playwright
+    from skimage import data as skdata
+
+    photo = tmp_path / "coffee.png"
+    original = Image.fromarray(skdata.coffee())  # 600×400
+    original.save(photo)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(server, wait_until="load")  # not networkidle: the session heartbeat (gr.State) stays open
+            page.wait_for_selector("#model-card", timeout=60_000)
+            assert "mô hình minh hoạ" in page.locator("#model-card").inner_text()  # the demo model says what it is
+            page.locator("#input-image input[type=file]").set_input_files(str(photo))
+            page.wait_for_selector("#preview img", timeout=60_000)
+            before = page.locator("#preview img").first.get_attribute("src")
+            _click_at(page, "#preview img", 310, 170, original.size)  # the coffee cup
+            page.wait_for_function(f"document.querySelector('#preview img').getAttribute('src') !== {before!r}", timeout=120_000)
+            shown = _fetch_image(page, "#preview img")
+            assert shown.size == original.size
+            tinted = np.abs(np.asarray(shown, np.int16) - np.asarray(original, np.int16)).sum(-1) > 30
+            assert tinted[170, 310] and tinted.sum() > 2_000  # the clicked object's mask is drawn
+            page.screenshot(path=str(ARTIFACTS / "studio_click.png"), full_page=True)
+
+            page.fill("#new-label textarea, #new-label input", "cốc cà phê")
+            page.click("#add-btn")
+            page.wait_for_function("document.querySelector('#det-list').innerText.includes('cốc cà phê')", timeout=60_000)
+            after_label = page.locator("#det-list").inner_text().split("cốc cà phê", 1)[1].split()
+            x1, y1, x2, y2 = (float(v) for v in after_label[:4])  # the new row: label, then its box
+            assert x1 < 310 < x2 and y1 < 170 < y2
+
+            page.locator("#edit-panel").get_by_text("Chỉnh sửa").first.click()  # open the panel (remove is the default mode)
+            page.click("#edit-btn")
+            page.wait_for_selector("#edited img", timeout=120_000)
+            edited = _fetch_image(page, "#edited img")
+            changed = np.abs(np.asarray(edited, np.int16) - np.asarray(original, np.int16)).sum(-1) > 0
+            grown = np.zeros(changed.shape, bool)  # the mask lies inside the listed box; dilation 8 (the default)
+            grown[max(0, int(y1) - 9) : int(y2) + 10, max(0, int(x1) - 9) : int(x2) + 10] = True
+            assert changed.any() and not (changed & ~grown).any()
+            page.screenshot(path=str(ARTIFACTS / "studio_remove.png"), full_page=True)
+
+            clicked = page.locator("#preview img").first.get_attribute("src")
+            page.click("#reset-btn")  # the clicks are forgotten, the plain photo is shown again
+            page.wait_for_function(f"document.querySelector('#preview img').getAttribute('src') !== {clicked!r}", timeout=60_000)
+            page.get_by_label("góc hộp").check()
+            before = page.locator("#preview img").first.get_attribute("src")
+            _click_at(page, "#preview img", 170, 40, original.size)  # two corners around the cup
+            _click_at(page, "#preview img", 460, 300, original.size)
+            page.wait_for_function(f"document.querySelector('#preview img').getAttribute('src') !== {before!r}", timeout=120_000)
+            boxed = _fetch_image(page, "#preview img")
+            moved = np.abs(np.asarray(boxed, np.int16) - np.asarray(original, np.int16)).sum(-1) > 30
+            inside = np.zeros(moved.shape, bool)
+            inside[36:305, 166:465] = True  # the box, its 2-pixel outline included
+            assert moved[60:280, 200:430].sum() > 5_000 and not (moved & ~inside).any()  # a mask drawn inside the box only
+            page.screenshot(path=str(ARTIFACTS / "studio_box.png"), full_page=True)
+        finally:
+            browser.close()

@@ -18,21 +18,35 @@ def to_rows(detections: Sequence[Detection], use: bool = True) -> list[list[Any]
     return [[use, d.label, *(round(v, 1) for v in d.box)] for d in detections if d.box is not None]
 
 
+def _blank(cell: Any) -> bool:
+    return cell is None or cell is False or (isinstance(cell, float) and cell != cell) or str(cell).strip() in ("", "nan")
+
+
+def as_lists(rows: Any) -> list[list[Any]]:
+    """The table's rows as lists (a pandas DataFrame from gr.Dataframe, or lists), blank rows dropped."""
+    if rows is None:
+        return []
+    if hasattr(rows, "values") and hasattr(rows, "columns"):
+        rows = rows.values.tolist()
+    return [list(r) for r in rows if not all(_blank(c) for c in r)]
+
+
+def append_row(rows: Any, detection: Detection) -> list[list[Any]]:
+    """The table with `detection` added as a ticked row."""
+    return as_lists(rows) + to_rows([detection])
+
+
 def _ticked(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1", "x", "✓", "yes")
 
 
 def read_rows(rows: Any, image_size: tuple[int, int]) -> tuple[list[Detection], list[str]]:
     """(ticked detections clipped to the image, one problem per unusable row: 'row 3: ...')."""
-    if rows is None:
-        return [], []
-    if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame from gr.Dataframe
-        rows = rows.values.tolist()
     dets: list[Detection] = []
     problems: list[str] = []
-    for n, row in enumerate(rows, start=1):
+    for n, row in enumerate(as_lists(rows), start=1):
         cells = list(row) + [None] * (len(HEADERS) - len(row))
-        if not any(c not in (None, "") for c in cells) or not _ticked(cells[0]):
+        if not _ticked(cells[0]):
             continue
         try:
             box = tuple(float(c) for c in cells[2:6])

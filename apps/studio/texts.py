@@ -15,6 +15,11 @@ TEXTS = {
         "fallback_seg": "không có SAM: dùng GrabCut", "fallback_inp": "không có Stable Diffusion: dùng OpenCV Telea",
         "unreadable": "Câu trả lời có phần không đọc được: {w}",
         "empty_mask": "Mặt nạ rỗng: hãy bấm thêm điểm lên đối tượng.",
+        "click_help": "Bấm lên ảnh: điểm thuộc đối tượng (xanh), không thuộc (đỏ), hoặc hai góc của một hộp.",
+        "click_kind": "Mỗi lần bấm là", "positive": "điểm thuộc đối tượng", "negative": "điểm không thuộc đối tượng",
+        "corner": "góc hộp", "reset_clicks": "Xoá các điểm", "candidate": "Mặt nạ ứng viên", "new_label": "Tên đối tượng",
+        "add_to_list": "Thêm vào danh sách", "list": "Danh sách đối tượng (đánh dấu để phân đoạn / chỉnh sửa; sửa tên, thêm, xoá dòng)",
+        "each": "Từng mặt nạ một", "background": "thay nền", "clicked_object": "đối tượng",
         "no_selection": "Chưa chọn đối tượng nào: hãy đánh dấu ít nhất một dòng trong danh sách.",
         "demo_model": "⚠ **`{name}` là mô hình minh hoạ**: nó chỉ được huấn luyện trên thế giới tổng hợp (hình màu, người que, "
                       "chữ, biểu đồ cột) và không biết ảnh thật. Hãy nạp một mô hình thật: `--model THƯ_MỤC` (chuyển từ SPHINX, "
@@ -37,6 +42,11 @@ TEXTS = {
         "fallback_seg": "no SAM checkpoint: GrabCut stands in", "fallback_inp": "no Stable Diffusion: OpenCV Telea stands in",
         "unreadable": "Parts of the answer could not be read: {w}",
         "empty_mask": "The mask is empty: click more points on the object.",
+        "click_help": "Click on the image: points on the object (green), not on it (red), or two corners of a box.",
+        "click_kind": "Each click is", "positive": "a point on the object", "negative": "a point not on the object",
+        "corner": "a box corner", "reset_clicks": "Clear the clicks", "candidate": "Candidate mask", "new_label": "Object name",
+        "add_to_list": "Add to the list", "list": "Objects (tick to segment / edit; rename, add or delete rows)",
+        "each": "One mask at a time", "background": "replace background", "clicked_object": "object",
         "no_selection": "Nothing selected: tick at least one row of the list.",
         "demo_model": "⚠ **`{name}` is a demo model**: it was trained on the synthetic world only (coloured shapes, stick "
                       "figures, words, bar charts) and knows nothing of real photos. Load a real model with `--model DIR` "

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from sphinx_vi.grounding import Detection
 from sphinx_vi.tools import EditSettings
 
 from .core import Studio, StudioInputError, example_images
+from .selection import HEADERS, append_row, to_rows
 
-TABLE_HEADERS = ["label", "x1", "y1", "x2", "y2"]
+NO_CLICKS: dict = {"points": [], "box": None, "corner": None}  # the click prompt of the shown image
 
 
 def _text(message: dict) -> str:
@@ -28,35 +30,77 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
     def show_preview(image):
         if not image:
-            return None, ""
+            return None, "", dict(NO_CLICKS)
         try:
             img, notices = studio.load(image)
         except StudioInputError as err:
             gr.Warning(str(err))
-            return None, str(err)
-        return img, "\n\n".join(notices)
+            return None, str(err), dict(NO_CLICKS)
+        return img, "\n\n".join(notices), dict(NO_CLICKS)
 
     def detect(image, query):
         try:
             out = studio.detect(image, query)
         except StudioInputError as err:
             gr.Warning(str(err))
-            return None, [], "", str(err)
-        return out.annotated, out.table, out.answer, "\n\n".join(out.notices)
+            return None, gr.update(), "", str(err)
+        return out.annotated, to_rows(out.detections), out.answer, "\n\n".join(out.notices)
 
-    def segment(image, query):
+    def click(image, clicks, kind, choice, evt: gr.SelectData):
+        """One click on the preview: a point (on / not on the object) or a box corner; the mask follows at once."""
+        x, y = (float(v) for v in evt.index)
+        clicks = {"points": list(clicks["points"]), "box": clicks["box"], "corner": clicks["corner"]}
+        if kind == t["corner"]:
+            if clicks["corner"] is None:
+                clicks["corner"], clicks["box"] = (x, y), None
+            else:
+                (cx, cy), clicks["corner"] = clicks["corner"], None
+                clicks["box"] = (min(cx, x), min(cy, y), max(cx, x), max(cy, y))
+        else:
+            clicks["points"].append((x, y, 1 if kind == t["positive"] else 0))
+        shown, notice, choices = segment_clicks(image, clicks, choice)
+        return shown, notice, clicks, choices
+
+    def segment_clicks(image, clicks, choice):
+        if not clicks["points"] and clicks["box"] is None:  # a first box corner: nothing to segment yet
+            return gr.update(), t["click_help"], gr.update()
         try:
-            shown, out, _ = studio.segment(image, query)
+            out = studio.segment_clicks(image, clicks["points"], clicks["box"], int(choice or 1) - 1)
+        except StudioInputError as err:
+            gr.Warning(str(err))
+            return gr.update(), str(err), gr.update()
+        scores = out.choices.scores  # SAM's predicted IoU per candidate; GrabCut gives one unscored mask
+        labels = [f"{i + 1} (IoU≈{sc:.2f})" for i, sc in enumerate(scores)] if scores else ["1"]
+        return out.overlay, "\n\n".join(out.notices), gr.update(choices=[(lab, str(i + 1)) for i, lab in enumerate(labels)])
+
+    def add_clicked(image, clicks, choice, label, rows):
+        if not clicks["points"] and clicks["box"] is None:
+            gr.Warning(t["click_help"])
+            return gr.update()
+        try:
+            out = studio.segment_clicks(image, clicks["points"], clicks["box"], int(choice or 1) - 1)
+        except StudioInputError as err:
+            gr.Warning(str(err))
+            return gr.update()
+        if out.box is None:
+            gr.Warning(t["empty_mask"])
+            return gr.update()
+        return append_row(rows, Detection((label or "").strip() or t["clicked_object"], out.box))
+
+    def segment(image, rows):
+        try:
+            shown, _, _, notices = studio.segment_rows(image, rows)
         except StudioInputError as err:
             gr.Warning(str(err))
             return None, str(err)
-        return shown, "\n\n".join(out.notices)
+        return shown, "\n\n".join(notices)
 
-    def inpaint(image, query, mode, prompt, dilation, blur, strength, guidance, steps, seed):
+    def inpaint(image, rows, mode, prompt, each, dilation, blur, strength, guidance, steps, seed):
         settings = EditSettings(dilation=int(dilation), blur=int(blur), strength=float(strength), guidance=float(guidance),
                                 steps=int(steps), seed=int(seed))
+        chosen = {t["remove"]: "remove", t["replace"]: "replace", t["background"]: "background"}.get(mode, mode)
         try:
-            edited, notices = studio.inpaint(image, query, "replace" if mode == t["replace"] else "remove", prompt or "", settings)
+            edited, notices = studio.edit_rows(image, rows, chosen, prompt or "", settings, bool(each))
         except StudioInputError as err:
             gr.Warning(str(err))
             return None, None, str(err)
@@ -86,12 +130,21 @@ def build_ui(studio: Studio) -> gr.Blocks:
         gr.Markdown(studio.model_card(), elem_id="model-card")
         gr.Markdown(studio.backends(), elem_id="backends")
         with gr.Tab(t["detect_tab"]):
+            clicks = gr.State(dict(NO_CLICKS))
             with gr.Row():
                 with gr.Column():
                     # a File, not an Image: a corrupt upload must reach our loader (and its clear message),
                     # not fail inside the component's own decoding
                     image = gr.File(label=t["image"], file_types=["image"], type="filepath", elem_id="input-image")
-                    preview = gr.Image(label=t["image"], interactive=False, height=220, elem_id="preview")
+                    preview = gr.Image(label=t["click_help"], interactive=False, type="pil", format="png", elem_id="preview")
+                    with gr.Row():
+                        kind = gr.Radio([t["positive"], t["negative"], t["corner"]], value=t["positive"], label=t["click_kind"],
+                                        elem_id="click-kind")
+                        choice = gr.Radio([("1", "1")], value="1", label=t["candidate"], elem_id="candidate")
+                    with gr.Row():
+                        new_label = gr.Textbox(label=t["new_label"], elem_id="new-label")
+                        add_btn = gr.Button(t["add_to_list"], elem_id="add-btn")
+                        reset_btn = gr.Button(t["reset_clicks"], elem_id="reset-btn")
                     query = gr.Textbox(label=t["query"], value="hình tròn", elem_id="query")
                     with gr.Row():
                         detect_btn = gr.Button(t["detect"], variant="primary", elem_id="detect-btn")
@@ -100,12 +153,14 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 with gr.Column():
                     annotated = gr.Image(label=t["annotated"], type="pil", elem_id="annotated", format="png")
                     notice = gr.Markdown(elem_id="notice")
-                    table = gr.Dataframe(headers=TABLE_HEADERS, label=t["table"], interactive=False)
+                    table = gr.Dataframe(headers=HEADERS, datatype=["bool", "str", "number", "number", "number", "number"],
+                                         label=t["list"], interactive=True, elem_id="det-list")
                     raw = gr.Textbox(label=t["raw"], lines=3)
-            with gr.Accordion(t["edit"], open=False):
+            with gr.Accordion(t["edit"], open=False, elem_id="edit-panel"):
                 with gr.Row():
-                    mode = gr.Radio([t["remove"], t["replace"]], value=t["remove"], label=t["mode"])
+                    mode = gr.Radio([t["remove"], t["replace"], t["background"]], value=t["remove"], label=t["mode"], elem_id="edit-mode")
                     prompt = gr.Textbox(label=t["prompt"])
+                    each = gr.Checkbox(False, label=t["each"])
                 with gr.Row():
                     dilation = gr.Slider(0, 64, 8, step=1, label=t["dilation"])
                     blur = gr.Slider(0, 32, 4, step=1, label=t["blur"])
@@ -115,7 +170,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     seed = gr.Number(0, precision=0, label=t["seed"])
                 edit_btn = gr.Button(t["edit"], elem_id="edit-btn")
                 with gr.Row():
-                    edited = gr.Image(label=t["edited"], type="pil", format="png")
+                    edited = gr.Image(label=t["edited"], type="pil", format="png", elem_id="edited")
                     download = gr.File(label=t["download"])
         with gr.Tab(t["chat"]), gr.Row():
             chat_image = gr.File(label=t["image"], file_types=["image"], type="filepath")
@@ -125,10 +180,14 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 send = gr.Button(t["send"], elem_id="chat-send")
                 chat_boxes = gr.Image(label=t["annotated"], type="pil", format="png", interactive=False, elem_id="chat-boxes")
                 gr.ClearButton([bot, msg, chat_boxes], value=t["clear"])
-        image.change(show_preview, [image], [preview, notice])
+        image.change(show_preview, [image], [preview, notice, clicks])
+        preview.select(click, [image, clicks, kind, choice], [preview, notice, clicks, choice])
+        choice.input(segment_clicks, [image, clicks, choice], [preview, notice, choice])
+        reset_btn.click(show_preview, [image], [preview, notice, clicks])
+        add_btn.click(add_clicked, [image, clicks, choice, new_label, table], [table])
         detect_btn.click(detect, [image, query], [annotated, table, raw, notice], api_name="detect")
-        segment_btn.click(segment, [image, query], [annotated, notice], api_name="segment")
-        edit_btn.click(inpaint, [image, query, mode, prompt, dilation, blur, strength, guidance, steps, seed],
+        segment_btn.click(segment, [image, table], [annotated, notice], api_name="segment")
+        edit_btn.click(inpaint, [image, table, mode, prompt, each, dilation, blur, strength, guidance, steps, seed],
                        [edited, download, notice], api_name="inpaint")
         send.click(chat, [chat_image, msg, bot], [bot, msg, chat_boxes], api_name="chat")
         msg.submit(chat, [chat_image, msg, bot], [bot, msg, chat_boxes])
