@@ -308,3 +308,23 @@ def test_browser_click_a_point_on_a_real_photo_remove_it_and_draw_a_box(server, 
             page.screenshot(path=str(ARTIFACTS / "studio_box.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_every_demo_example_is_one_the_demo_model_answers_right(demo):
+    from apps.studio.examples import CHECK_IOU, demo_examples, matches
+
+    examples = demo_examples()
+    assert len(examples) >= 3 and len({e.query for e in examples}) == len(examples)
+    for e in examples:
+        out = demo.detect(str(e.image), e.query)  # exactly what the studio's Detect button does
+        found = [d.box for d in out.detections if d.box is not None]
+        assert matches(found, e.boxes, CHECK_IOU), (e.image.name, e.query, found, e.boxes)
+
+
+def test_the_category_of_a_detection_question_inverts_its_template():
+    from apps.studio.examples import category_of
+    from sphinx_vi.prompts import task_prompt
+
+    for lang, category in (("vi", "hình tròn"), ("en", "red square")):
+        assert category_of(task_prompt("detect", lang, category=category), lang) == category
+    assert category_of("Có gì trong ảnh?", "vi") is None

@@ -6,7 +6,6 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from threading import Thread
 
 import numpy as np
@@ -261,19 +260,3 @@ def overlay(image: Image.Image, masks: np.ndarray, detections: list[Detection]) 
         colour = np.array(PALETTE[i % len(PALETTE)], np.float32)
         base[m] = 0.45 * base[m] + 0.55 * colour
     return draw_detections(Image.fromarray(base.astype(np.uint8)), detections)
-
-
-def example_images(folder: Path) -> list[Path]:
-    """Synthetic-world images shipped with the package and real photos from scikit-image."""
-    from importlib import resources
-
-    from skimage import data as skdata
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = sorted(Path(str(resources.files("sphinx_vi.assets").joinpath("examples"))).glob("*.png"))
-    for name in ("coffee", "chelsea", "astronaut"):
-        path = folder / f"{name}.png"
-        if not path.exists():
-            Image.fromarray(getattr(skdata, name)()).save(path)
-        out.append(path)
-    return out

@@ -10,7 +10,8 @@ import gradio as gr
 from sphinx_vi.grounding import Detection
 from sphinx_vi.tools import EditSettings
 
-from .core import Studio, StudioInputError, example_images
+from .core import Studio, StudioInputError
+from .examples import DEMO_MODEL, demo_examples, photos
 from .selection import HEADERS, append_row, to_rows
 
 NO_CLICKS: dict = {"points": [], "box": None, "corner": None}  # the click prompt of the shown image
@@ -26,7 +27,8 @@ def _text(message: dict) -> str:
 
 def build_ui(studio: Studio) -> gr.Blocks:
     t = studio.t
-    examples = example_images(Path(tempfile.gettempdir()) / "sphinx_vi_studio_examples")
+    shown_photos = photos(Path(tempfile.gettempdir()) / "sphinx_vi_studio_examples")
+    trained_for = demo_examples() if studio.model_name == DEMO_MODEL else []  # what only the demo model is known to answer
 
     def show_preview(image):
         if not image:
@@ -149,7 +151,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     with gr.Row():
                         detect_btn = gr.Button(t["detect"], variant="primary", elem_id="detect-btn")
                         segment_btn = gr.Button(t["segment"], elem_id="segment-btn")
-                    gr.Examples([[str(p)] for p in examples], inputs=[image], label=t["examples"])
+                    if trained_for:
+                        gr.Examples([[str(e.image), e.query] for e in trained_for], inputs=[image, query], label=t["examples_trained"])
+                    gr.Examples([[str(p)] for p in shown_photos], inputs=[image], label=t["examples_photos"])
                 with gr.Column():
                     annotated = gr.Image(label=t["annotated"], type="pil", elem_id="annotated", format="png")
                     notice = gr.Markdown(elem_id="notice")
