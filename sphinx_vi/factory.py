@@ -151,13 +151,14 @@ def _kind(name_or_path: str) -> str:
 
 def provenance(name_or_path: str) -> dict[str, Any]:
     """What a model name stands for: `kind` (embedded, checkpoint, preset) and, for checkpoints, what made them
-    (`lineage.json` of a training run, `conversion.json` of a converted release)."""
+    (`lineage.json` of a training run, `conversion.json` of a converted release) and how they scored
+    (`evaluation.json`, written by `python -m sphinx_vi.eval --record`)."""
     kind = _kind(name_or_path)
     out: dict[str, Any] = {"kind": kind, "name": name_or_path}
     if kind == "preset":
         return out
     directory = EMBEDDED_MODELS[name_or_path] if kind == "embedded" else Path(name_or_path).expanduser()
-    for record in ("lineage.json", "conversion.json"):
+    for record in ("lineage.json", "conversion.json", "evaluation.json"):
         if (directory / record).exists():
             out[record.split(".")[0]] = json.loads((directory / record).read_text())
     return out

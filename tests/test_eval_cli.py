@@ -63,3 +63,24 @@ def test_gallery_draws_target_and_model_boxes_and_says_when_there_is_none(tmp_pa
         assert TARGET in colours(128, 256) and MODEL not in colours(128, 256)  # no model box on the miss
     with pytest.raises(ValueError, match="no REC results"):
         draw_rec_gallery([], tmp_path / "none.png")
+
+
+def test_eval_record_keeps_the_scores_in_the_checkpoint_and_the_studio_header_shows_them(world, tmp_path, capsys):
+    import json
+
+    from apps.studio.core import Studio
+    from sphinx_vi.factory import build_from_preset, save_checkpoint
+    from sphinx_vi.train.lineage import write_lineage
+
+    ckpt = save_checkpoint(tmp_path / "ckpt", *build_from_preset("tiny"))
+    write_lineage(ckpt, stage="stage2", steps=120, data="data/world", languages={"vi": 80, "en": 40})
+    assert eval_main(["--model", str(ckpt), "--data", str(world), "--limit", "2", "--tasks", "rec", "vqa", "--record"]) == 0
+    record = json.loads((ckpt / "evaluation.json").read_text())
+    assert record["data"] == str(world) and record["limit"] == 2 and 0.0 <= record["scores"]["rec_acc50"] <= 1.0
+    studio = Studio.__new__(Studio)
+    studio.t, studio.model_name = __import__("apps.studio.texts", fromlist=["TEXTS"]).TEXTS["en"], str(ckpt)
+    card = studio.model_card()
+    assert "stage2, 120 steps" in card and "vi 80, en 40" in card
+    assert f"REC Acc@0.5 {record['scores']['rec_acc50']:.3f}" in card and "VQA" in card and str(world) in card
+    assert eval_main(["--model", "tiny", "--data", str(world), "--record"]) == 2  # a preset has no directory to write into
+    assert "--record writes into a checkpoint directory" in capsys.readouterr().err

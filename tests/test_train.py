@@ -244,6 +244,8 @@ def test_consolidate_names_what_it_found_in_a_directory_without_shards(world, tm
 
 def test_lora_run_saves_a_plain_merged_checkpoint(world, tmp_path):
     final = stage2(_cfg(world, tmp_path / "lora", trainable=["projector", "llm_lora"], lora_rank=4, max_steps=2))
+    langs = json.loads((final / "lineage.json").read_text())["languages"]  # what it was trained on, for the studio header
+    assert set(langs) <= {"vi", "en", "unknown"} and langs.get("vi", 0) > 0
     keys = load_file(str(final / "model.safetensors")).keys()
     assert not any("lora_" in k for k in keys) and any(k.startswith("language_model.") for k in keys)
     assert isinstance(SphinxVi.from_pretrained(final).chat(world / "images" / "000001.png", "Có gì?", max_new_tokens=2), str)

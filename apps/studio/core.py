@@ -14,6 +14,7 @@ from transformers import TextIteratorStreamer
 
 from sphinx_vi import SphinxVi
 from sphinx_vi.draw import PALETTE, draw_detections
+from sphinx_vi.eval.record import headline
 from sphinx_vi.factory import provenance
 from sphinx_vi.grounding import Detection, parse
 from sphinx_vi.images import ImageError, load_image
@@ -90,8 +91,14 @@ class Studio:
         if "conversion" in info:
             return self.t["converted_model"].format(name=self.model_name, source=info["conversion"].get("from", "?"))
         lineage = info.get("lineage", {})
-        return self.t["trained_model"].format(name=self.model_name, stage=lineage.get("stage", "?"), steps=lineage.get("steps", "?"),
+        card = self.t["trained_model"].format(name=self.model_name, stage=lineage.get("stage", "?"), steps=lineage.get("steps", "?"),
                                               data=lineage.get("data", "?"))
+        if lineage.get("languages"):
+            card += " " + self.t["languages"].format(langs=", ".join(f"{k} {v:,}" for k, v in lineage["languages"].items()))
+        figures = headline(info.get("evaluation", {}))
+        if figures:
+            card += " " + self.t["held_out"].format(figures=figures, data=info["evaluation"].get("data", "?"))
+        return card
 
     def backends(self) -> str:
         seg = self.segmenter.backend + ("" if self.segmenter.backend == "segment-anything" else f" ({self.t['fallback_seg']})")

@@ -29,6 +29,7 @@ TEXTS = {
         "random_model": "⚠ **`{name}` có trọng số ngẫu nhiên** (preset chưa huấn luyện): câu trả lời là vô nghĩa.",
         "converted_model": "Mô hình `{name}`: chuyển từ bản phát hành {source}.",
         "trained_model": "Mô hình `{name}`: {stage}, {steps} bước, dữ liệu `{data}`.",
+        "languages": "Ngôn ngữ của mẫu huấn luyện: {langs}.", "held_out": "Trên tập giữ lại `{data}`: {figures}.",
     },
     "en": {
         "title": "sphinx_vi studio — detect · segment · edit",
@@ -58,5 +59,6 @@ TEXTS = {
         "random_model": "⚠ **`{name}` has random weights** (an untrained preset): its answers are noise.",
         "converted_model": "Model `{name}`: converted from a {source} release.",
         "trained_model": "Model `{name}`: {stage}, {steps} steps, data `{data}`.",
+        "languages": "Training samples by language: {langs}.", "held_out": "Held out (`{data}`): {figures}.",
     },
 }

@@ -1,4 +1,4 @@
-"""`python -m sphinx_vi.eval --model DIR --data DIR --out report.json [--limit N] [--gallery rec.png] [--no-box-grammar]`"""
+"""`python -m sphinx_vi.eval --model DIR --data DIR --out report.json [--limit N] [--gallery rec.png] [--no-box-grammar] [--record]`"""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .gallery import draw_rec_gallery
+from .record import record_evaluation
 from .runner import TASKS, evaluate, format_report
 
 
@@ -22,7 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gallery", type=Path, default=None, help="PNG: the first 16 REC answers drawn on their images")
     p.add_argument("--no-box-grammar", action="store_true",
                    help="decode without the box-grammar constraint (to measure what it adds)")
+    p.add_argument("--record", action="store_true",
+                   help="also write the scores into the checkpoint directory (evaluation.json; the studio header shows them)")
     args = p.parse_args(argv)
+    if args.record and not Path(args.model).is_dir():
+        print(f"error: --record writes into a checkpoint directory; {args.model!r} is not one", file=sys.stderr)
+        return 2
     from ..factory import load_model
     from ..generation import Generator
 
@@ -37,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2, ensure_ascii=False))
         print(f"wrote {args.out}")
+    if args.record:
+        print(f"wrote {record_evaluation(Path(args.model), report, args.data, args.limit)}")
     if args.gallery and report.get("_rec_results"):
         print(f"wrote {draw_rec_gallery(report['_rec_results'][:16], args.gallery)}")
     return 0

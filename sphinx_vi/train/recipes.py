@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from accelerate import PartialState
@@ -52,6 +53,12 @@ def load_start(cfg: TrainConfig) -> tuple[LoadedModel, dict]:
     return start, {"base": fingerprint(start.model), "init": f"preset:{cfg.model}@{cfg.init_seed}"}
 
 
+def languages(*sample_sets: list[Sample]) -> dict[str, int]:
+    """Training samples per language (`lineage.json` records it; the studio header shows it)."""
+    counts = Counter(s.lang or "unknown" for samples in sample_sets for s in samples)
+    return dict(counts.most_common())
+
+
 def _stream(name: str, samples: list[Sample], encoder: SampleEncoder, batch: int, weight: float, cfg: TrainConfig) -> Stream:
     lengths = [encoder.length(s) for s in samples]  # memoised: repeated and already-checked samples cost nothing
     keep = [i for i, n in enumerate(lengths) if n <= cfg.max_length]
@@ -70,11 +77,13 @@ def stage1(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     (model, processor), lineage = load_start(cfg)
     encoder = SampleEncoder(processor, cfg.max_length)
     streams = []
+    text: list[Sample] = []
     if cfg.text_loss_weight > 0:
         text = _checked(load_text(_require(data / "text" / "paragraphs.jsonl", "text-only data", cfg)), cfg)
         streams.append(_stream("text", text, encoder, cfg.text_batch_size, cfg.text_loss_weight, cfg))
     streams.append(_stream("caption", captions, encoder, cfg.batch_size, 1.0, cfg))  # uses every part: last
-    return fit(cfg, model, processor, streams, {**lineage, "captions": cfg.captions}, stop_after)
+    return fit(cfg, model, processor, streams, {**lineage, "captions": cfg.captions, "languages": languages(captions, text)},
+               stop_after)
 
 
 def stage2_samples(cfg: TrainConfig, encoder: SampleEncoder | None = None) -> list[Sample]:
@@ -101,4 +110,4 @@ def stage2(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     encoder = SampleEncoder(processor, cfg.max_length)
     samples = stage2_samples(cfg, encoder)
     stream = _stream("mixture", samples, encoder, cfg.batch_size, 1.0, cfg)
-    return fit(cfg, model, processor, [stream], lineage, stop_after)
+    return fit(cfg, model, processor, [stream], {**lineage, "languages": languages(samples)}, stop_after)
