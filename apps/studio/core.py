@@ -172,12 +172,15 @@ class Studio:
     def segment_rows(self, image, rows) -> tuple[Image.Image, np.ndarray, list[Detection], list[str]]:
         """Masks for the ticked rows of the detection list (model detections and the user's boxes alike)."""
         img, notices = self.load(image)
+        masks, dets, problems = self._row_masks(img, rows)
+        return overlay(img, masks, dets), masks, dets, notices + problems
+
+    def _row_masks(self, img: Image.Image, rows) -> tuple[np.ndarray, list[Detection], list[str]]:
+        """(N, H, W) masks of the ticked rows on the loaded image, their detections, the rows it could not use."""
         dets, problems = read_rows(rows, img.size)
-        notices += problems
         if not dets:
             raise StudioInputError(" ".join([self.t["no_selection"], *problems]))
-        masks = self.segmenter.segment(img, [d.box for d in dets if d.box is not None])
-        return overlay(img, masks, dets), masks, dets, notices
+        return self.segmenter.segment(img, [d.box for d in dets if d.box is not None]), dets, problems
 
     def edit_rows(self, image, rows, mode: str = "remove", prompt: str = "", settings: EditSettings | None = None,
                   each: bool = False) -> tuple[Image.Image, list[str]]:
@@ -188,8 +191,9 @@ class Studio:
         if mode != "remove" and not (prompt or "").strip():
             raise StudioInputError(self.t["prompt"])
         settings = settings or EditSettings()
-        img, _ = self.load(image)
-        _, masks, _, notices = self.segment_rows(image, rows)
+        img, notices = self.load(image)
+        masks, _, problems = self._row_masks(img, rows)
+        notices += problems
         text = prompt.strip() if mode != "remove" else None
         if mode == "background":  # everything but the objects (grown by the dilation, so their edges stay)
             inverse = Image.fromarray(255 - np.asarray(union_mask(masks, img.size, settings.dilation)), mode="L")

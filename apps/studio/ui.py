@@ -14,7 +14,8 @@ from .core import Studio, StudioInputError
 from .examples import DEMO_MODEL, demo_examples, photos
 from .selection import HEADERS, append_row, to_rows
 
-NO_CLICKS: dict = {"points": [], "box": None, "corner": None}  # the click prompt of the shown image
+# the click prompt of the shown image, and the box of the mask it gave (what "Add to the list" adds)
+NO_CLICKS: dict = {"points": [], "box": None, "corner": None, "found": None}
 
 
 def _text(message: dict) -> str:
@@ -51,7 +52,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
     def click(image, clicks, kind, choice, evt: gr.SelectData):
         """One click on the preview: a point (on / not on the object) or a box corner; the mask follows at once."""
         x, y = (float(v) for v in evt.index)
-        clicks = {"points": list(clicks["points"]), "box": clicks["box"], "corner": clicks["corner"]}
+        clicks = {**clicks, "points": list(clicks["points"])}
         if kind == t["corner"]:
             if clicks["corner"] is None:
                 clicks["corner"], clicks["box"] = (x, y), None
@@ -60,34 +61,29 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 clicks["box"] = (min(cx, x), min(cy, y), max(cx, x), max(cy, y))
         else:
             clicks["points"].append((x, y, 1 if kind == t["positive"] else 0))
-        shown, notice, choices = segment_clicks(image, clicks, choice)
-        return shown, notice, clicks, choices
+        return segment_clicks(image, clicks, choice)
 
     def segment_clicks(image, clicks, choice):
+        """The mask of the current clicks (candidate `choice`): shown on the preview, its box kept for the list."""
+        clicks = {**clicks, "found": None}
         if not clicks["points"] and clicks["box"] is None:  # a first box corner: nothing to segment yet
-            return gr.update(), t["click_help"], gr.update()
+            return gr.update(), t["click_help"], clicks, gr.update()
         try:
             out = studio.segment_clicks(image, clicks["points"], clicks["box"], int(choice or 1) - 1)
         except StudioInputError as err:
             gr.Warning(str(err))
-            return gr.update(), str(err), gr.update()
+            return gr.update(), str(err), clicks, gr.update()
+        clicks["found"] = out.box
         scores = out.choices.scores  # SAM's predicted IoU per candidate; GrabCut gives one unscored mask
         labels = [f"{i + 1} (IoU≈{sc:.2f})" for i, sc in enumerate(scores)] if scores else ["1"]
-        return out.overlay, "\n\n".join(out.notices), gr.update(choices=[(lab, str(i + 1)) for i, lab in enumerate(labels)])
+        return (out.overlay, "\n\n".join(out.notices), clicks,
+                gr.update(choices=[(lab, str(i + 1)) for i, lab in enumerate(labels)]))
 
-    def add_clicked(image, clicks, choice, label, rows):
-        if not clicks["points"] and clicks["box"] is None:
-            gr.Warning(t["click_help"])
+    def add_clicked(clicks, label, rows):
+        if clicks["found"] is None:
+            gr.Warning(t["empty_mask"] if clicks["points"] or clicks["box"] else t["click_help"])
             return gr.update()
-        try:
-            out = studio.segment_clicks(image, clicks["points"], clicks["box"], int(choice or 1) - 1)
-        except StudioInputError as err:
-            gr.Warning(str(err))
-            return gr.update()
-        if out.box is None:
-            gr.Warning(t["empty_mask"])
-            return gr.update()
-        return append_row(rows, Detection((label or "").strip() or t["clicked_object"], out.box))
+        return append_row(rows, Detection((label or "").strip() or t["clicked_object"], clicks["found"]))
 
     def segment(image, rows):
         try:
@@ -186,9 +182,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 gr.ClearButton([bot, msg, chat_boxes], value=t["clear"])
         image.change(show_preview, [image], [preview, notice, clicks])
         preview.select(click, [image, clicks, kind, choice], [preview, notice, clicks, choice])
-        choice.input(segment_clicks, [image, clicks, choice], [preview, notice, choice])
+        choice.input(segment_clicks, [image, clicks, choice], [preview, notice, clicks, choice])
         reset_btn.click(show_preview, [image], [preview, notice, clicks])
-        add_btn.click(add_clicked, [image, clicks, choice, new_label, table], [table])
+        add_btn.click(add_clicked, [clicks, new_label, table], [table])
         detect_btn.click(detect, [image, query], [annotated, table, raw, notice], api_name="detect")
         segment_btn.click(segment, [image, table], [annotated, notice], api_name="segment")
         edit_btn.click(inpaint, [image, table, mode, prompt, each, dilation, blur, strength, guidance, steps, seed],
