@@ -135,7 +135,7 @@ LAYERS = [
      "sphinx_vi.decoding", "sphinx_vi.packed_attention", "sphinx_vi.label_loss"],
     ["sphinx_vi.factory", "sphinx_vi.generation", "sphinx_vi.session", "sphinx_vi.data", "sphinx_vi.guidance"],
     ["sphinx_vi.train", "sphinx_vi.eval", "sphinx_vi.api", "sphinx_vi.tools", "sphinx_vi.convert",
-     "sphinx_vi.summary"],
+     "sphinx_vi.summary", "sphinx_vi.detectors"],
     ["sphinx_vi.cli", "sphinx_vi.__main__", "sphinx_vi.infer", "sphinx_vi.serve", "sphinx_vi.bench", "sphinx_vi.experiments", "sphinx_vi"],
 ]
 

@@ -123,3 +123,13 @@ def test_integer_grids_and_fractions():
 def test_an_unknown_dialect_lists_the_known_ones():
     with pytest.raises(UnknownDialectError, match="florence2"):
         parse_as("gpt4v", "[1,2,3,4]", SIZE)
+
+
+def test_an_answer_in_another_grammar_than_configured_says_so():
+    from sphinx_vi.grounding import read_answer
+
+    wrong = read_answer("a cat<loc_100><loc_200><loc_500><loc_800>", SIZE)  # Florence-2 text read as ours
+    assert wrong.detections == [] and "reads as florence2" in wrong.warnings[-1]
+    right = read_answer("a cat<loc_100><loc_200><loc_500><loc_800>", SIZE, "florence2")
+    assert len(right.detections) == 1 and right.warnings == []
+    assert read_answer("Có hai hình tròn.", SIZE).warnings == []  # plain text: nothing to say

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .dialects import DIALECTS, get_dialect
 from .geometry import deduplicate
-from .grammar import parse
 from .types import Detection
 
 
@@ -25,11 +25,17 @@ class GroundedAnswer:
                 "image_size": list(self.image_size)}
 
 
-def read_answer(text: str, image_size: Sequence[int]) -> GroundedAnswer:
-    """Parse `text` against the image it answers: near-duplicate boxes merged, boxless detections kept."""
-    parsed = parse(text, image_size)
+def read_answer(text: str, image_size: Sequence[int], dialect: str = "sphinx") -> GroundedAnswer:
+    """Parse `text` (in the named model's grammar: `grounding.dialects`) against the image it answers: near-duplicate
+    boxes merged, boxless detections kept. An answer with no boxes that another grammar can read says so."""
+    parsed = get_dialect(dialect).parse(text, image_size)
     size = (int(image_size[0]), int(image_size[1]))
-    return GroundedAnswer(text, _dedup(parsed.detections), parsed.warnings, size)
+    warnings = list(parsed.warnings)
+    if not parsed.detections:
+        other = next((name for name, d in DIALECTS.items() if name != dialect and d.parse(text, image_size).detections), None)
+        if other is not None:
+            warnings.append(f"no {dialect} boxes in the answer, but it reads as {other}: is the model configured with the right grammar?")
+    return GroundedAnswer(text, _dedup(parsed.detections), warnings, size)
 
 
 def _dedup(detections: list[Detection]) -> list[Detection]:

@@ -64,3 +64,32 @@ def save_tiny_inpaint_pipeline(directory: Path) -> Path:
                                           feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(directory / "sd")  # type: ignore[attr-defined]  # DiffusionPipeline.save_pretrained
     return directory / "sd"
+
+
+def save_tiny_kosmos2(directory: Path) -> Path:
+    """A random Kosmos-2 of a few hundred KB (transformers' own classes) with its processor, saved in transformers' layout.
+
+    The tokenizer is an XLM-R tokenizer (transformers 5: the fast one) over a tiny Unigram vocabulary trained here; the processor adds
+    Kosmos-2's tag and 1024 patch-index tokens to it, as the released processor does.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import CLIPImageProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration, Kosmos2Processor, XLMRobertaTokenizer
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(["an image of a cat on the mat", "a snowman by a fire", "con mèo trên thảm", "hình tròn màu đỏ"] * 20,
+                            trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="<unk>"))
+    tokenizer = XLMRobertaTokenizer(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>", mask_token="<mask>")
+    processor = Kosmos2Processor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer)
+    torch.manual_seed(0)
+    config = Kosmos2Config(
+        text_config={"vocab_size": len(processor.tokenizer), "embed_dim": 32, "layers": 1, "attention_heads": 2, "ffn_dim": 64,
+                     "max_position_embeddings": 256},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 16},
+        latent_query_num=64)  # the processor's number of image tokens
+    Kosmos2ForConditionalGeneration(config).eval().save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return Path(directory)

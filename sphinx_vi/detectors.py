@@ -1,0 +1,94 @@
+"""Other grounding models as detectors: a local transformers checkpoint asked for boxes, read through its grammar.
+
+    from sphinx_vi.detectors import ForeignDetector
+    det = ForeignDetector.load("path/to/kosmos-2-patch14-224")      # the family from its config.json
+    det.detect("photo.jpg", "con mèo")                              # GroundedAnswer, boxes in pixels of the photo
+
+Each family says how to ask (its prompt), how to read the generated ids back into text, and which
+`grounding.dialects` grammar that text is in. A checkpoint loads from a local path (a hub id only with
+`allow_download=True`); a config whose model type is not the family's is refused, never guessed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .grounding import GroundedAnswer, read_answer
+from .images import load_image
+
+
+class ForeignModelError(ValueError):
+    """The checkpoint is not a grounding model this module knows, or not the family it was said to be."""
+
+
+@dataclass(frozen=True)
+class Family(ABC):
+    name: str
+    model_types: tuple[str, ...]  # config.json `model_type`s of this family
+    dialect: str  # how its answers write boxes (grounding.dialects)
+
+    @abstractmethod
+    def prompt(self, query: str) -> str:
+        """The text that asks this family for `query`'s boxes (empty query: every object)."""
+
+    @abstractmethod
+    def decode(self, processor: Any, sequences: torch.Tensor, prompt_length: int) -> str:
+        """(1, L + n) generated ids → the text its grammar reads."""
+
+
+@dataclass(frozen=True)
+class Kosmos2(Family):
+    """`<grounding><phrase> query</phrase>`: the model continues with `<object><patch_index_…>…</object>`."""
+
+    def prompt(self, query: str) -> str:
+        return f"<grounding><phrase> {query}</phrase>" if query else "<grounding> An image of"
+
+    def decode(self, processor: Any, sequences: torch.Tensor, prompt_length: int) -> str:
+        # the phrase is in the prompt and its boxes in the answer: the grammar reads them together. Decoded as the
+        # model card does, then cut after the image by the processor's own `post_process_generation`.
+        text = processor.batch_decode(sequences, skip_special_tokens=True)[0]
+        return str(processor.post_process_generation(text, cleanup_and_extract=False)).strip()
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (Kosmos2("kosmos2", ("kosmos-2",), "kosmos2"),)}
+
+
+@dataclass
+class ForeignDetector:
+    family: Family
+    model: Any
+    processor: Any
+
+    @classmethod
+    def load(cls, path: str | Path, family: str | None = None, allow_download: bool = False) -> ForeignDetector:
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        local = Path(path).expanduser()
+        if not local.exists() and not allow_download:
+            raise FileNotFoundError(f"{path}: no such checkpoint directory (a hub id needs allow_download=True)")
+        config = AutoConfig.from_pretrained(str(path), local_files_only=not allow_download)
+        known = {t: f for f in FAMILIES.values() for t in f.model_types}
+        chosen = FAMILIES.get(family) if family else known.get(config.model_type)
+        if chosen is None:
+            raise ForeignModelError(f"{path}: model type {config.model_type!r} is not a known grounding family "
+                                    f"({', '.join(FAMILIES)}{'' if family is None else f'; asked for {family!r}'})")
+        if config.model_type not in chosen.model_types:
+            raise ForeignModelError(f"{path} is a {config.model_type!r} model, not {chosen.name} ({', '.join(chosen.model_types)})")
+        processor = AutoProcessor.from_pretrained(str(path), local_files_only=not allow_download)
+        model = AutoModelForImageTextToText.from_pretrained(str(path), local_files_only=not allow_download).eval()
+        return cls(chosen, model, processor)
+
+    @torch.inference_mode()
+    def detect(self, image: Any, query: str, max_new_tokens: int = 64) -> GroundedAnswer:
+        """Ask for `query`'s boxes (greedy); the answer read in the family's grammar, in pixels of `image`."""
+        img: Image.Image = load_image(image)
+        inputs = self.processor(text=self.family.prompt(query.strip()), images=img, return_tensors="pt")
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        text = self.family.decode(self.processor, out, inputs["input_ids"].shape[1])
+        return read_answer(text, img.size, self.family.dialect)

@@ -1,0 +1,37 @@
+"""Other grounding models as detectors: a tiny random Kosmos-2 built from transformers' own classes, run end to end."""
+
+import pytest
+
+from sphinx_vi.detectors import ForeignDetector, ForeignModelError
+from sphinx_vi.grounding import read_answer
+from sphinx_vi.tools.tiny_models import save_tiny_kosmos2
+
+EXAMPLE = "sphinx_vi/assets/examples/shapes.png"
+
+
+@pytest.fixture(scope="module")
+def kosmos2(tmp_path_factory):
+    return save_tiny_kosmos2(tmp_path_factory.mktemp("kosmos2"))
+
+
+def test_a_local_kosmos2_checkpoint_detects_end_to_end(kosmos2):
+    det = ForeignDetector.load(kosmos2)  # the family from config.json's model_type
+    assert det.family.name == "kosmos2" and det.family.dialect == "kosmos2"
+    answer = det.detect(EXAMPLE, "hình tròn", max_new_tokens=8)
+    assert answer.image_size == (320, 240)
+    assert answer.text.startswith("<grounding><phrase> hình tròn</phrase>")  # the prompt's phrase, then the model's tokens
+    assert "<patch_index_" in answer.text and "</image>" not in answer.text
+    again = read_answer(answer.text, answer.image_size, "kosmos2")
+    assert answer.detections == again.detections  # the answer is read by the Kosmos-2 grammar
+
+
+def test_checkpoints_that_are_not_the_family_are_refused(kosmos2, tmp_path):
+    from sphinx_vi.factory import build_from_preset, save_checkpoint
+
+    ours = save_checkpoint(tmp_path / "ours", *build_from_preset("tiny"))
+    with pytest.raises(ForeignModelError, match="'sphinx_vi' is not a known grounding family"):
+        ForeignDetector.load(ours)
+    with pytest.raises(ForeignModelError, match="asked for 'florence2'"):
+        ForeignDetector.load(kosmos2, family="florence2")
+    with pytest.raises(FileNotFoundError, match="allow_download"):
+        ForeignDetector.load(tmp_path / "missing")
