@@ -35,3 +35,13 @@ def test_checkpoints_that_are_not_the_family_are_refused(kosmos2, tmp_path):
         ForeignDetector.load(kosmos2, family="florence2")
     with pytest.raises(FileNotFoundError, match="allow_download"):
         ForeignDetector.load(tmp_path / "missing")
+
+
+def test_the_studio_detects_with_another_grounding_model(kosmos2):
+    from apps.studio.core import Studio
+
+    studio = Studio(model="tiny", detector=str(kosmos2))
+    assert "detect `kosmos2`" in studio.backends()
+    out = studio.detect(EXAMPLE, "hình tròn")  # Detect goes to Kosmos-2; a random one finds nothing, and says so
+    assert out.answer.startswith("<grounding><phrase> hình tròn</phrase>") and out.annotated.size == (320, 240)
+    assert out.detections == [] and any("Không tìm thấy" in n for n in out.notices)

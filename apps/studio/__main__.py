@@ -1,4 +1,4 @@
-"""`python -m apps.studio [--model NAME_OR_PATH] [--sam PATH] [--sam-type vit_h|vit_l|vit_b] [--inpaint DIR]
+"""`python -m apps.studio [--model NAME_OR_PATH] [--detector DIR] [--sam PATH] [--sam-type vit_h|vit_l|vit_b] [--inpaint DIR]
 [--host 127.0.0.1] [--port N]` — every model is a local path first; without SAM / Stable Diffusion
 weights, classical stand-ins run and the UI says so."""
 
@@ -11,6 +11,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.studio", description=__doc__)
     p.add_argument("--model", default="tiny-shapes", help="checkpoint directory, embedded model or preset (default: tiny-shapes)")
+    p.add_argument("--detector", default=None,
+                   help="another grounding model's local transformers checkpoint for Detect (Kosmos-2); chat stays on --model")
     p.add_argument("--sam", default=None, help="Segment Anything checkpoint file (.pth); default: GrabCut stand-in")
     p.add_argument("--sam-type", default="vit_h", help="vit_h | vit_l | vit_b")
     p.add_argument("--inpaint", default=None, help="local diffusers inpainting pipeline directory; default: OpenCV Telea")
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from .ui import launch
 
     try:
-        studio = Studio(args.model, args.sam, args.sam_type, args.inpaint, args.ui_lang, dtype=args.dtype)
+        studio = Studio(args.model, args.sam, args.sam_type, args.inpaint, args.ui_lang, dtype=args.dtype, detector=args.detector)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from transformers import TextIteratorStreamer
 
 from sphinx_vi import SphinxVi
+from sphinx_vi.detectors import ForeignDetector
 from sphinx_vi.draw import PALETTE, draw_detections
 from sphinx_vi.eval.record import headline
 from sphinx_vi.factory import provenance
@@ -56,10 +57,11 @@ class ClickOutput:
 
 class Studio:
     def __init__(self, model: str = "tiny-shapes", sam: str | None = None, sam_type: str = "vit_h",
-                 inpaint: str | None = None, ui_lang: str = "vi", dtype: DType = "float32") -> None:
+                 inpaint: str | None = None, ui_lang: str = "vi", dtype: DType = "float32", detector: str | None = None) -> None:
         self.t = TEXTS[ui_lang]
         self.model_name = model
         self.vi = SphinxVi.load(model, dtype=dtype)
+        self.detector = ForeignDetector.load(detector) if detector else None  # another grounding model answers Detect
         self.segmenter = load_segmenter(sam, sam_type)
         self.inpainter = load_inpainter(inpaint)
         self._cache: OrderedDict[tuple[str, str], tuple[str, list[Detection], list[str]]] = OrderedDict()
@@ -103,13 +105,14 @@ class Studio:
     def backends(self) -> str:
         seg = self.segmenter.backend + ("" if self.segmenter.backend == "segment-anything" else f" ({self.t['fallback_seg']})")
         inp = self.inpainter.backend + ("" if self.inpainter.backend == "diffusers" else f" ({self.t['fallback_inp']})")
-        return f"**{self.t['backends']}:** model `{self.model_name}` · segment `{seg}` · inpaint `{inp}`"
+        det = "" if self.detector is None else f" · detect `{self.detector.family.name}`"
+        return f"**{self.t['backends']}:** model `{self.model_name}`{det} · segment `{seg}` · inpaint `{inp}`"
 
     # --- actions ------------------------------------------------------------------------------
     def _detect(self, img: Image.Image, query: str) -> tuple[str, list[Detection], list[str]]:
         key = (hashlib.sha1(img.tobytes()).hexdigest(), query)
         if key not in self._cache:
-            answer = self.vi.answer(img, "detect", category=query)
+            answer = self.detector.detect(img, query) if self.detector is not None else self.vi.answer(img, "detect", category=query)
             self._cache[key] = (answer.text, answer.detections, answer.warnings)
             while len(self._cache) > 32:
                 self._cache.popitem(last=False)
