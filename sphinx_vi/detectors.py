@@ -7,6 +7,7 @@
 Each family says how to ask (its prompt), how to read the generated ids back into text, and which
 `grounding.dialects` grammar that text is in. A checkpoint loads from a local path (a hub id only with
 `allow_download=True`); a config whose model type is not the family's is refused, never guessed.
+Families: Kosmos-2 and Florence-2 (Qwen2.5-VL has its grammar, not yet its detector).
 """
 
 from __future__ import annotations
@@ -56,7 +57,20 @@ class Kosmos2(Family):
         return str(processor.post_process_generation(text, cleanup_and_extract=False)).strip()
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (Kosmos2("kosmos2", ("kosmos-2",), "kosmos2"),)}
+@dataclass(frozen=True)
+class Florence2(Family):
+    """`<CAPTION_TO_PHRASE_GROUNDING>query` (or `<OD>` for every object): the decoder writes `phrase<loc_…>×4`."""
+
+    def prompt(self, query: str) -> str:
+        return f"<CAPTION_TO_PHRASE_GROUNDING>{query}" if query else "<OD>"
+
+    def decode(self, processor: Any, sequences: torch.Tensor, prompt_length: int) -> str:
+        # an encoder-decoder: the sequences are the answer alone; its <loc_k> tokens must stay (the model card keeps them)
+        return str(processor.batch_decode(sequences, skip_special_tokens=False)[0])
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (Kosmos2("kosmos2", ("kosmos-2",), "kosmos2"),
+                                                   Florence2("florence2", ("florence2",), "florence2"))}
 
 
 @dataclass

@@ -4,7 +4,7 @@ import pytest
 
 from sphinx_vi.detectors import ForeignDetector, ForeignModelError
 from sphinx_vi.grounding import read_answer
-from sphinx_vi.tools.tiny_models import save_tiny_kosmos2
+from sphinx_vi.tools.tiny_models import save_tiny_florence2, save_tiny_kosmos2
 
 EXAMPLE = "sphinx_vi/assets/examples/shapes.png"
 
@@ -25,14 +25,25 @@ def test_a_local_kosmos2_checkpoint_detects_end_to_end(kosmos2):
     assert answer.detections == again.detections  # the answer is read by the Kosmos-2 grammar
 
 
+def test_a_local_florence2_checkpoint_detects_end_to_end(tmp_path):
+    det = ForeignDetector.load(save_tiny_florence2(tmp_path / "florence2"))
+    assert det.family.name == "florence2"
+    assert det.family.prompt("a cat") == "<CAPTION_TO_PHRASE_GROUNDING>a cat" and det.family.prompt("") == "<OD>"
+    answer = det.detect(EXAMPLE, "a cat", max_new_tokens=6)
+    assert answer.image_size == (320, 240) and isinstance(answer.text, str)
+    assert answer.detections == read_answer(answer.text, answer.image_size, "florence2").detections
+
+
 def test_checkpoints_that_are_not_the_family_are_refused(kosmos2, tmp_path):
     from sphinx_vi.factory import build_from_preset, save_checkpoint
 
     ours = save_checkpoint(tmp_path / "ours", *build_from_preset("tiny"))
     with pytest.raises(ForeignModelError, match="'sphinx_vi' is not a known grounding family"):
         ForeignDetector.load(ours)
-    with pytest.raises(ForeignModelError, match="asked for 'florence2'"):
+    with pytest.raises(ForeignModelError, match="is a 'kosmos-2' model, not florence2"):
         ForeignDetector.load(kosmos2, family="florence2")
+    with pytest.raises(ForeignModelError, match="asked for 'qwen'"):
+        ForeignDetector.load(kosmos2, family="qwen")
     with pytest.raises(FileNotFoundError, match="allow_download"):
         ForeignDetector.load(tmp_path / "missing")
 

@@ -93,3 +93,37 @@ def save_tiny_kosmos2(directory: Path) -> Path:
     Kosmos2ForConditionalGeneration(config).eval().save_pretrained(directory)
     processor.save_pretrained(directory)
     return Path(directory)
+
+
+def save_tiny_florence2(directory: Path) -> Path:
+    """A random Florence-2 of a few hundred KB (transformers' own classes) with its processor, saved in transformers' layout.
+
+    The tokenizer is a BART tokenizer over a tiny byte-level BPE trained here, with Florence-2's image token and
+    its 1000 `<loc_k>` tokens; the image processor's sequence length is the tiny DaViT's 65 tokens (64×64 input).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import BartTokenizer, CLIPImageProcessor, Florence2Config, Florence2ForConditionalGeneration, Florence2Processor
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(["Locate the phrases in the caption: a cat", "Locate the objects with category name in the image."] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = BartTokenizer(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                              mask_token="<mask>", extra_special_tokens={"image_token": "<image>"})
+    tokenizer.add_tokens([f"<loc_{i}>" for i in range(1000)])
+    images = CLIPImageProcessor(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64}, do_center_crop=False)
+    images.image_seq_length = 65  # type: ignore[attr-defined]  # 8×8 patches after strides 4 and 2, plus one
+    processor = Florence2Processor(images, tokenizer)
+    vision = {"depths": [1, 1], "patch_size": [7, 3], "patch_stride": [4, 2], "patch_padding": [3, 1], "patch_prenorm": [False, True],
+              "embed_dim": [16, 32], "num_heads": [2, 2], "num_groups": [2, 2], "window_size": 4, "projection_dim": 32,
+              "max_temporal_embeddings": 4, "max_position_embeddings": 16}
+    text = {"model_type": "bart", "vocab_size": len(tokenizer), "d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+            "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+            "max_position_embeddings": 256, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "decoder_start_token_id": tokenizer.eos_token_id}
+    torch.manual_seed(0)
+    config = Florence2Config(vision_config=vision, text_config=text, image_token_id=tokenizer.image_token_id)
+    Florence2ForConditionalGeneration(config).eval().save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return Path(directory)
