@@ -7,7 +7,7 @@
 Each family says how to ask (its prompt), how to read the generated ids back into text, and which
 `grounding.dialects` grammar that text is in. A checkpoint loads from a local path (a hub id only with
 `allow_download=True`); a config whose model type is not the family's is refused, never guessed.
-Families: Kosmos-2 and Florence-2 (Qwen2.5-VL has its grammar, not yet its detector).
+Families: Kosmos-2, Florence-2 and Qwen2.5-VL.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 
 from .grounding import GroundedAnswer, read_answer
+from .grounding.dialects import Dialect, get_dialect
+from .grounding.dialects.qwen25vl import Qwen25VLDialect
 from .images import load_image
 
 
@@ -41,6 +43,14 @@ class Family(ABC):
     @abstractmethod
     def decode(self, processor: Any, sequences: torch.Tensor, prompt_length: int) -> str:
         """(1, L + n) generated ids → the text its grammar reads."""
+
+    def inputs(self, processor: Any, image: Image.Image, query: str) -> Any:
+        """The model inputs for one image and query (a plain prompt; chat models apply their template)."""
+        return processor(text=self.prompt(query), images=image, return_tensors="pt")
+
+    def grammar(self, processor: Any) -> Dialect:
+        """The grammar its answers are read with (a family whose coordinates depend on the processor builds its own)."""
+        return get_dialect(self.dialect)
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,32 @@ class Florence2(Family):
         return str(processor.batch_decode(sequences, skip_special_tokens=False)[0])
 
 
+@dataclass(frozen=True)
+class Qwen25VL(Family):
+    """A chat turn asking for JSON `bbox_2d` boxes, which it writes in pixels of its resized input (read back with the
+    processor's own resizing bounds)."""
+
+    def prompt(self, query: str) -> str:
+        what = f'every "{query}"' if query else "every object"
+        return f'Locate {what} in the image and output the bounding boxes in JSON format with "bbox_2d" and "label".'
+
+    def inputs(self, processor: Any, image: Image.Image, query: str) -> Any:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt(query)}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        return processor(text=[text], images=[image], return_tensors="pt")
+
+    def decode(self, processor: Any, sequences: torch.Tensor, prompt_length: int) -> str:
+        return str(processor.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)[0]).strip()
+
+    def grammar(self, processor: Any) -> Dialect:
+        images = processor.image_processor  # its pixel bounds are `size` = {shortest_edge: min_pixels, longest_edge: max_pixels}
+        return Qwen25VLDialect(factor=int(images.patch_size * images.merge_size), min_pixels=int(images.size["shortest_edge"]),
+                               max_pixels=int(images.size["longest_edge"]))
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (Kosmos2("kosmos2", ("kosmos-2",), "kosmos2"),
-                                                   Florence2("florence2", ("florence2",), "florence2"))}
+                                                   Florence2("florence2", ("florence2",), "florence2"),
+                                                   Qwen25VL("qwen2_5_vl", ("qwen2_5_vl",), "qwen2_5_vl"))}
 
 
 @dataclass
@@ -102,7 +136,7 @@ class ForeignDetector:
     def detect(self, image: Any, query: str, max_new_tokens: int = 64) -> GroundedAnswer:
         """Ask for `query`'s boxes (greedy); the answer read in the family's grammar, in pixels of `image`."""
         img: Image.Image = load_image(image)
-        inputs = self.processor(text=self.family.prompt(query.strip()), images=img, return_tensors="pt")
+        inputs = self.family.inputs(self.processor, img, query.strip())
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         text = self.family.decode(self.processor, out, inputs["input_ids"].shape[1])
-        return read_answer(text, img.size, self.family.dialect)
+        return read_answer(text, img.size, self.family.grammar(self.processor))

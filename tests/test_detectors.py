@@ -4,7 +4,7 @@ import pytest
 
 from sphinx_vi.detectors import ForeignDetector, ForeignModelError
 from sphinx_vi.grounding import read_answer
-from sphinx_vi.tools.tiny_models import save_tiny_florence2, save_tiny_kosmos2
+from sphinx_vi.tools.tiny_models import save_tiny_florence2, save_tiny_kosmos2, save_tiny_qwen2_5_vl
 
 EXAMPLE = "sphinx_vi/assets/examples/shapes.png"
 
@@ -32,6 +32,18 @@ def test_a_local_florence2_checkpoint_detects_end_to_end(tmp_path):
     answer = det.detect(EXAMPLE, "a cat", max_new_tokens=6)
     assert answer.image_size == (320, 240) and isinstance(answer.text, str)
     assert answer.detections == read_answer(answer.text, answer.image_size, "florence2").detections
+
+
+def test_a_local_qwen2_5_vl_checkpoint_detects_end_to_end_and_reads_boxes_with_its_processor_resizing(tmp_path):
+    det = ForeignDetector.load(save_tiny_qwen2_5_vl(tmp_path / "qwen"))
+    assert det.family.name == "qwen2_5_vl"
+    grammar = det.family.grammar(det.processor)
+    assert (grammar.factor, grammar.min_pixels, grammar.max_pixels) == (28, 56 * 56, 28 * 28 * 64)  # this processor's bounds
+    answer = det.detect(EXAMPLE, "hình tròn", max_new_tokens=6)
+    assert answer.image_size == (320, 240) and isinstance(answer.text, str)
+    seen_w, seen_h = grammar.input_size((320, 240))  # what the model saw: a whole model answer in its pixels maps to the image
+    full = read_answer(f'[{{"bbox_2d": [0, 0, {seen_w}, {seen_h}], "label": "ảnh"}}]', (320, 240), grammar)
+    assert full.detections[0].box == pytest.approx((0, 0, 320, 240))
 
 
 def test_checkpoints_that_are_not_the_family_are_refused(kosmos2, tmp_path):

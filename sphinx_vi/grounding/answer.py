@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .dialects import DIALECTS, get_dialect
+from .dialects import DIALECTS, Dialect, get_dialect
 from .geometry import deduplicate
 from .types import Detection
 
@@ -25,10 +25,12 @@ class GroundedAnswer:
                 "image_size": list(self.image_size)}
 
 
-def read_answer(text: str, image_size: Sequence[int], dialect: str = "sphinx") -> GroundedAnswer:
-    """Parse `text` (in the named model's grammar: `grounding.dialects`) against the image it answers: near-duplicate
-    boxes merged, boxless detections kept. An answer with no boxes that another grammar can read says so."""
-    parsed = get_dialect(dialect).parse(text, image_size)
+def read_answer(text: str, image_size: Sequence[int], dialect: str | Dialect = "sphinx") -> GroundedAnswer:
+    """Parse `text` (in a model's grammar: `grounding.dialects`, by name or instance) against the image it answers:
+    near-duplicate boxes merged, boxless detections kept. An answer with no boxes that another grammar can read says so."""
+    grammar = get_dialect(dialect) if isinstance(dialect, str) else dialect
+    dialect = grammar.name
+    parsed = grammar.parse(text, image_size)
     size = (int(image_size[0]), int(image_size[1]))
     warnings = list(parsed.warnings)
     if not parsed.detections:
