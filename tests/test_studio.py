@@ -194,6 +194,11 @@ def test_click_to_segment_then_remove_changes_only_the_dilated_mask(studio, tmp_
     mask = out.choices.best
     assert mask[170, 310] and not mask[380, 40]
     rows = to_rows([Detection("cốc", out.box)])
+    _, listed, _, _ = studio.segment_rows(str(photo), rows)
+    assert np.array_equal(listed[0], mask)  # the listed click keeps the mask the click gave
+    moved = [[True, "cốc", out.box[0], out.box[1], out.box[2] - 20, out.box[3]]]
+    _, resegmented, _, _ = studio.segment_rows(str(photo), moved)
+    assert not np.array_equal(resegmented[0], mask)  # a box the user changed is segmented anew
     settings = EditSettings(dilation=6)
     edited, _ = studio.edit_rows(str(photo), rows, "remove", settings=settings)
     _, masks, _, _ = studio.segment_rows(str(photo), rows)

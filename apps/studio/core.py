@@ -65,6 +65,8 @@ class Studio:
         self.segmenter = load_segmenter(sam, sam_type)
         self.inpainter = load_inpainter(inpaint)
         self._cache: OrderedDict[tuple[str, str], tuple[str, list[Detection], list[str]]] = OrderedDict()
+        # the mask each click prompt gave, by (image, its box): a clicked row keeps its mask while its box is unchanged
+        self._clicked: OrderedDict[tuple[str, tuple[float, ...]], np.ndarray] = OrderedDict()
 
     # --- inputs -------------------------------------------------------------------------------
     def load(self, image) -> tuple[Image.Image, list[str]]:
@@ -110,7 +112,7 @@ class Studio:
 
     # --- actions ------------------------------------------------------------------------------
     def _detect(self, img: Image.Image, query: str) -> tuple[str, list[Detection], list[str]]:
-        key = (hashlib.sha1(img.tobytes()).hexdigest(), query)
+        key = (image_key(img), query)
         if key not in self._cache:
             answer = self.detector.detect(img, query) if self.detector is not None else self.vi.answer(img, "detect", category=query)
             self._cache[key] = (answer.text, answer.detections, answer.warnings)
@@ -163,6 +165,10 @@ class Studio:
         bbox = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else None
         if bbox is None:
             notices.append(self.t["empty_mask"])
+        else:
+            self._clicked[(image_key(img), bbox)] = mask
+            while len(self._clicked) > 32:
+                self._clicked.popitem(last=False)
         shown = overlay(img, mask[None], [])
         draw = ImageDraw.Draw(shown)
         r = max(3, round(0.012 * max(img.size)))
@@ -183,7 +189,14 @@ class Studio:
         dets, problems = read_rows(rows, img.size)
         if not dets:
             raise StudioInputError(" ".join([self.t["no_selection"], *problems]))
-        return self.segmenter.segment(img, [d.box for d in dets if d.box is not None]), dets, problems
+        key = image_key(img)
+        boxes = [d.box for d in dets if d.box is not None]  # read_rows gives every detection a box
+        kept = [self._clicked.get((key, tuple(round(v, 1) for v in b))) for b in boxes]
+        todo = [i for i, m in enumerate(kept) if m is None]  # rows without a clicked mask (detections, edited boxes)
+        fresh = self.segmenter.segment(img, [boxes[i] for i in todo]) if todo else np.zeros((0, img.height, img.width), bool)
+        for i, m in zip(todo, fresh, strict=True):
+            kept[i] = m
+        return np.stack(kept), dets, problems  # type: ignore[arg-type]
 
     def edit_rows(self, image, rows, mode: str = "remove", prompt: str = "", settings: EditSettings | None = None,
                   each: bool = False) -> tuple[Image.Image, list[str]]:
@@ -265,6 +278,11 @@ class AnswerStreamer(TextIteratorStreamer):
             return
         self.on_finalized_text(text[self.print_len :])
         self.print_len = len(text)
+
+
+def image_key(img: Image.Image) -> str:
+    """Identifies an image by its pixels (caches keyed by the image survive a re-upload of the same file)."""
+    return hashlib.sha1(img.tobytes()).hexdigest() + f"{img.size}"
 
 
 def overlay(image: Image.Image, masks: np.ndarray, detections: list[Detection]) -> Image.Image:
