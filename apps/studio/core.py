@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from sphinx_vi.factory import provenance
 from sphinx_vi.grounding import Detection, parse
 from sphinx_vi.images import ImageError, load_image
 from sphinx_vi.precision import DType
+from sphinx_vi.session import image_key
 from sphinx_vi.tools import EditSettings, MaskChoices, MaskPrompt, PromptError, load_inpainter, load_segmenter, union_mask
 
 from .selection import read_rows
@@ -278,11 +278,6 @@ class AnswerStreamer(TextIteratorStreamer):
             return
         self.on_finalized_text(text[self.print_len :])
         self.print_len = len(text)
-
-
-def image_key(img: Image.Image) -> str:
-    """Identifies an image by its pixels (caches keyed by the image survive a re-upload of the same file)."""
-    return hashlib.sha1(img.tobytes()).hexdigest() + f"{img.size}"
 
 
 def overlay(image: Image.Image, masks: np.ndarray, detections: list[Detection]) -> Image.Image:

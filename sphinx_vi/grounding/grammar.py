@@ -29,7 +29,7 @@ MAX_GROUP_CHARS = 512
 MAX_LABEL_CHARS = 200
 
 _GROUP = re.compile(r"\[([^\[\]]{0,%d})\]" % MAX_GROUP_CHARS)  # noqa: UP031 - braces of the regex would need doubling
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")  # one coordinate as text (the dialects read it too)
 _LABEL_BREAK = re.compile(r"[,.;:!?\n\]]")
 
 
@@ -105,7 +105,7 @@ def read_numbers(body: str) -> list[float] | None:
     values: list[float] = []
     for item in items:
         item = item.strip()
-        if not _NUMBER.fullmatch(item):
+        if not NUMBER.fullmatch(item):
             return None
         values.append(float(item))
     return values

@@ -95,20 +95,27 @@ def save_tiny_kosmos2(directory: Path) -> Path:
     return Path(directory)
 
 
+def _byte_level_bpe(texts: list[str], vocab_size: int, specials: list[str], unk: str | None = None):
+    """A byte-level BPE `tokenizers.Tokenizer` trained here on `texts` (the kind BART and Qwen2 tokenizers wrap)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=unk))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(texts * 20, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
 def save_tiny_florence2(directory: Path) -> Path:
     """A random Florence-2 of a few hundred KB (transformers' own classes) with its processor, saved in transformers' layout.
 
     The tokenizer is a BART tokenizer over a tiny byte-level BPE trained here, with Florence-2's image token and
     its 1000 `<loc_k>` tokens; the image processor's sequence length is the tiny DaViT's 65 tokens (64×64 input).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import BartTokenizer, CLIPImageProcessor, Florence2Config, Florence2ForConditionalGeneration, Florence2Processor
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tok.train_from_iterator(["Locate the phrases in the caption: a cat", "Locate the objects with category name in the image."] * 20,
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = _byte_level_bpe(["Locate the phrases in the caption: a cat", "Locate the objects with category name in the image."], 300,
+                          ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], unk="<unk>")
     tokenizer = BartTokenizer(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
                               mask_token="<mask>", extra_special_tokens={"image_token": "<image>"})
     tokenizer.add_tokens([f"<loc_{i}>" for i in range(1000)])
@@ -135,16 +142,12 @@ def save_tiny_qwen2_5_vl(directory: Path) -> Path:
     The tokenizer is a Qwen2 tokenizer over a tiny byte-level BPE trained here, with Qwen's chat and vision tokens and a
     minimal chat template (an image, then the text, per user turn); the image processor keeps inputs small (≤ 64 patches).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2Tokenizer, Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tok.train_from_iterator(['Locate every "cat" in the image and output the bounding boxes in JSON format',
-                             '[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}]', "user assistant"] * 20,
-                            trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = _byte_level_bpe(['Locate every "cat" in the image and output the bounding boxes in JSON format',
+                           '[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}]', "user assistant"], 400, specials)
     tokenizer = Qwen2Tokenizer(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
                                bos_token=None)
     template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"

@@ -10,7 +10,6 @@ engine the config names but accelerate did not start stops the run before its fi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs, parse_flag_from_env
 
 
 class EngineUnavailableError(RuntimeError):
@@ -26,10 +25,6 @@ class EngineUnavailableError(RuntimeError):
 
 
 _ENGINES = {"ACCELERATE_USE_FSDP": (DistributedType.FSDP, "FSDP"), "ACCELERATE_USE_DEEPSPEED": (DistributedType.DEEPSPEED, "DeepSpeed")}
-
-
-def _asked(env: str) -> bool:
-    return os.environ.get(env, "false").lower() == "true"
 
 
 def process_group() -> dict[str, Any]:
@@ -40,7 +35,7 @@ def process_group() -> dict[str, Any]:
     """
     if torch.cuda.is_available():
         return {"cpu": False}
-    if _asked("ACCELERATE_USE_DEEPSPEED"):
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         return {"cpu": False, "backend": "gloo"}
     return {"cpu": True}
 
@@ -64,7 +59,7 @@ def enable_cpu_fsdp2(accelerator: Accelerator) -> bool:
     Call right after `Accelerator(...)`, before `prepare`. The plugin is read from the launch config's
     environment exactly as accelerate reads it on GPUs (`FSDP_*` variables).
     """
-    if not _asked("ACCELERATE_USE_FSDP") or accelerator.distributed_type != DistributedType.MULTI_CPU:
+    if not parse_flag_from_env("ACCELERATE_USE_FSDP") or accelerator.distributed_type != DistributedType.MULTI_CPU:
         return False
     plugin = FullyShardedDataParallelPlugin()
     if plugin.fsdp_version != 2:
@@ -83,7 +78,7 @@ def enable_cpu_fsdp2(accelerator: Accelerator) -> bool:
 def check_engine(accelerator: Accelerator) -> None:
     """Refuse a run whose launch config named FSDP or DeepSpeed when accelerate chose otherwise."""
     for env, (kind, name) in _ENGINES.items():
-        if _asked(env) and accelerator.distributed_type != kind:
+        if parse_flag_from_env(env) and accelerator.distributed_type != kind:
             raise EngineUnavailableError(
                 f"the launch config asks for {name}, but accelerate runs {accelerator.distributed_type.value} here; "
                 f"on the CPU launch FSDP2 with train/accelerate/fsdp_8gpu.yaml or DDP with train/accelerate/cpu_2proc.yaml")

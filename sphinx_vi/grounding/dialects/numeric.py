@@ -11,11 +11,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..grammar import NUMBER
 from ..types import Detection, ParseResult
 from .base import Dialect, bounded, label_before, scaled_box
 
 _GROUP = re.compile(r"[\[(]{1,2}([-+0-9.,;\s]{1,400})[\])]{1,2}")
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class NumericDialect(Dialect):
         for match in _GROUP.finditer(text):
             label = label_before(text, match.start())
             for part in match.group(1).split(";"):
-                values = [float(v) for v in _NUMBER.findall(part)]
+                values = [float(v) for v in NUMBER.findall(part)]
                 if len(values) == 2:
                     result.warnings.append(f"{self.name}: a point {part.strip()!r} is not a box")
                     continue

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+from ..grammar import NUMBER
 from ..types import Detection, ParseResult
 from .base import Dialect, bounded, scaled_box
 
 _OBJECT = re.compile(r"\{[^{}]{0,1000}\}")
 _BBOX = re.compile(r'"bbox_2d"\s*:\s*\[([^\[\]]{0,200})\]')
 _LABEL = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.){0,200})"')
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Qwen25VLDialect(Dialect):
                     label = json.loads(f'"{label_match.group(1)}"')
                 except json.JSONDecodeError:
                     label = label_match.group(1)
-            values = [float(v) for v in _NUMBER.findall(bbox.group(1))]
+            values = [float(v) for v in NUMBER.findall(bbox.group(1))]
             box = scaled_box(values, scale, image_size, f"qwen2_5_vl bbox_2d of {label!r}", result)
             if box is not None:
                 result.detections.append(Detection(label.strip(), box))

@@ -10,12 +10,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..grammar import NUMBER
 from ..types import Detection, ParseResult
 from .base import Dialect, bounded, scaled_box
 
 GRID = 1000.0
 _TAGGED = re.compile(r"(?:<ref>([^<]{0,200})</ref>)?(\s*)<box>([^<]{0,400})</box>")
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 def _qwen_vl_box(v: Sequence[int]) -> str:
@@ -42,7 +42,7 @@ class TaggedDialect(Dialect):
             elif match.start() != last_end:  # a <box> that does not follow the phrase's previous box has no phrase
                 label = ""
             last_end = match.end()
-            values = [float(v) for v in _NUMBER.findall(match.group(3))]
+            values = [float(v) for v in NUMBER.findall(match.group(3))]
             if not values or len(values) % 4:
                 result.warnings.append(f"{self.name}: {match.group(0)[:80]!r} does not hold whole boxes")
                 continue
