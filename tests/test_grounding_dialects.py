@@ -59,11 +59,14 @@ def test_hostile_text_never_raises_and_costs_linear_time(name):
     timings = []
     for n in (40_000, 160_000):
         text = (unit * (n // len(unit) + 1))[:n]
-        t = time.perf_counter()
-        DIALECTS[name].parse(text, SIZE)  # never raises
-        timings.append(time.perf_counter() - t)
+        best = float("inf")
+        for _ in range(3):  # best of 3: a millisecond-scale timing beside other tests is mostly scheduler noise
+            t = time.perf_counter()
+            DIALECTS[name].parse(text, SIZE)  # never raises
+            best = min(best, time.perf_counter() - t)
+        timings.append(best)
     assert timings[1] < 2.0
-    assert timings[1] / max(timings[0], 1e-3) < 10  # 4× the text → well under quadratic (16×)
+    assert timings[1] / max(timings[0], 5e-3) < 10  # 4× the text → well under quadratic (16×); below 5 ms is noise
     for junk in ("", "không có gì", "\x00\ufffd" * 10, "[" * 300_000, 12345, None):
         result = DIALECTS[name].parse(junk, SIZE)  # type: ignore[arg-type]
         assert result.detections == []
