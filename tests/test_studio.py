@@ -302,9 +302,13 @@ def test_browser_click_a_point_on_a_real_photo_remove_it_and_draw_a_box(server, 
             page.wait_for_function(f"document.querySelector('#preview img').getAttribute('src') !== {clicked!r}", timeout=60_000)
             page.get_by_label("góc hộp").check()
             before = page.locator("#preview img").first.get_attribute("src")
-            _click_at(page, "#preview img", 170, 40, original.size)  # two corners around the cup
-            _click_at(page, "#preview img", 460, 300, original.size)
+            _click_at(page, "#preview img", 170, 40, original.size)  # two corners around the cup; the first is marked
             page.wait_for_function(f"document.querySelector('#preview img').getAttribute('src') !== {before!r}", timeout=120_000)
+            marked = page.locator("#preview img").first.get_attribute("src")
+            corner = np.abs(np.asarray(_fetch_image(page, "#preview img"), np.int16) - np.asarray(original, np.int16)).sum(-1) > 30
+            assert corner[40, 170] and corner.sum() < 500  # a small cross at the first corner, no mask yet
+            _click_at(page, "#preview img", 460, 300, original.size)
+            page.wait_for_function(f"document.querySelector('#preview img').getAttribute('src') !== {marked!r}", timeout=120_000)
             boxed = _fetch_image(page, "#preview img")
             moved = np.abs(np.asarray(boxed, np.int16) - np.asarray(original, np.int16)).sum(-1) > 30
             inside = np.zeros(moved.shape, bool)

@@ -151,8 +151,10 @@ class Studio:
         return edited, out.notices
 
     # --- the user's own prompts and the editable list --------------------------------------------
-    def segment_clicks(self, image, points: list[tuple[float, float, int]], box=None, choice: int = 0) -> ClickOutput:
-        """Masks for clicked points ((x, y, 1): the object, (x, y, 0): not) and/or a drawn box on the loaded image."""
+    def segment_clicks(self, image, points: list[tuple[float, float, int]], box=None, choice: int = 0,
+                       corner: tuple[float, float] | None = None) -> ClickOutput:
+        """Masks for clicked points ((x, y, 1): the object, (x, y, 0): not) and/or a drawn box on the loaded image;
+        `corner`, a first box corner still waiting for its second, is marked on the preview."""
         img, notices = self.load(image)
         prompt = MaskPrompt(tuple((float(x), float(y)) for x, y, _ in points), tuple(int(v) for *_, v in points),
                             None if box is None else tuple(float(v) for v in box))  # type: ignore[arg-type]
@@ -169,14 +171,12 @@ class Studio:
             self._clicked[(image_key(img), bbox)] = mask
             while len(self._clicked) > 32:
                 self._clicked.popitem(last=False)
-        shown = overlay(img, mask[None], [])
-        draw = ImageDraw.Draw(shown)
-        r = max(3, round(0.012 * max(img.size)))
-        for x, y, label in points:
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 200, 60) if label else (230, 40, 40), outline=(255, 255, 255), width=2)
-        if box is not None:
-            draw.rectangle(tuple(float(v) for v in box), outline=(255, 200, 0), width=2)
-        return ClickOutput(shown, choices, bbox, notices)
+        return ClickOutput(mark_prompt(overlay(img, mask[None], []), points, box, corner), choices, bbox, notices)
+
+    def mark_corner(self, image, corner: tuple[float, float]) -> Image.Image:
+        """The loaded image with a first box corner marked: the click is seen before the box is complete."""
+        img, _ = self.load(image)
+        return mark_prompt(img.copy(), [], None, corner)
 
     def segment_rows(self, image, rows) -> tuple[Image.Image, np.ndarray, list[Detection], list[str]]:
         """Masks for the ticked rows of the detection list (model detections and the user's boxes alike)."""
@@ -287,3 +287,18 @@ def overlay(image: Image.Image, masks: np.ndarray, detections: list[Detection]) 
         colour = np.array(PALETTE[i % len(PALETTE)], np.float32)
         base[m] = 0.45 * base[m] + 0.55 * colour
     return draw_detections(Image.fromarray(base.astype(np.uint8)), detections)
+
+
+def mark_prompt(shown: Image.Image, points, box=None, corner: tuple[float, float] | None = None) -> Image.Image:
+    """The user's prompt drawn on `shown` (in place): green / red dots for points, the box, a pending first corner."""
+    draw = ImageDraw.Draw(shown)
+    r = max(3, round(0.012 * max(shown.size)))
+    for x, y, label in points:
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 200, 60) if label else (230, 40, 40), outline=(255, 255, 255), width=2)
+    if box is not None:
+        draw.rectangle(tuple(float(v) for v in box), outline=(255, 200, 0), width=2)
+    if corner is not None:
+        cx, cy = corner
+        draw.line((cx - 2 * r, cy, cx + 2 * r, cy), fill=(255, 200, 0), width=2)
+        draw.line((cx, cy - 2 * r, cx, cy + 2 * r), fill=(255, 200, 0), width=2)
+    return shown

@@ -66,10 +66,12 @@ def build_ui(studio: Studio) -> gr.Blocks:
     def segment_clicks(image, clicks, choice):
         """The mask of the current clicks (candidate `choice`): shown on the preview, its box kept for the list."""
         clicks = {**clicks, "found": None}
-        if not clicks["points"] and clicks["box"] is None:  # a first box corner: nothing to segment yet
-            return gr.update(), t["click_help"], clicks, gr.update()
         try:
-            out = studio.segment_clicks(image, clicks["points"], clicks["box"], int(choice or 1) - 1)
+            if not clicks["points"] and clicks["box"] is None:  # nothing to segment yet; a first box corner is marked
+                if clicks["corner"] is None:
+                    return gr.update(), t["click_help"], clicks, gr.update()
+                return studio.mark_corner(image, clicks["corner"]), t["corner_help"], clicks, gr.update()
+            out = studio.segment_clicks(image, clicks["points"], clicks["box"], int(choice or 1) - 1, clicks["corner"])
         except StudioInputError as err:
             gr.Warning(str(err))
             return gr.update(), str(err), clicks, gr.update()
