@@ -289,6 +289,9 @@ def overlay(image: Image.Image, masks: np.ndarray, detections: list[Detection]) 
     return draw_detections(Image.fromarray(base.astype(np.uint8)), detections)
 
 
+PROMPT_BOX = (255, 200, 0)  # the user's drawn box and its pending first corner
+
+
 def mark_prompt(shown: Image.Image, points, box=None, corner: tuple[float, float] | None = None) -> Image.Image:
     """The user's prompt drawn on `shown` (in place): green / red dots for points, the box, a pending first corner."""
     draw = ImageDraw.Draw(shown)
@@ -296,9 +299,9 @@ def mark_prompt(shown: Image.Image, points, box=None, corner: tuple[float, float
     for x, y, label in points:
         draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 200, 60) if label else (230, 40, 40), outline=(255, 255, 255), width=2)
     if box is not None:
-        draw.rectangle(tuple(float(v) for v in box), outline=(255, 200, 0), width=2)
+        draw.rectangle(tuple(float(v) for v in box), outline=PROMPT_BOX, width=2)
     if corner is not None:
         cx, cy = corner
-        draw.line((cx - 2 * r, cy, cx + 2 * r, cy), fill=(255, 200, 0), width=2)
-        draw.line((cx, cy - 2 * r, cx, cy + 2 * r), fill=(255, 200, 0), width=2)
+        draw.line((cx - 2 * r, cy, cx + 2 * r, cy), fill=PROMPT_BOX, width=2)
+        draw.line((cx, cy - 2 * r, cx, cy + 2 * r), fill=PROMPT_BOX, width=2)
     return shown
