@@ -84,3 +84,36 @@ def test_eval_record_keeps_the_scores_in_the_checkpoint_and_the_studio_header_sh
     assert f"REC Acc@0.5 {record['scores']['rec_acc50']:.3f}" in card and "VQA" in card and str(world) in card
     assert eval_main(["--model", "tiny", "--data", str(world), "--record"]) == 2  # a preset has no directory to write into
     assert "--record writes into a checkpoint directory" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def every_task(tmp_path_factory):
+    from sphinx_vi.data.world.generate import synthesize
+
+    path = tmp_path_factory.mktemp("every_task")
+    synthesize(path, 60, seed=4, progress=False)  # every scene kind: shapes, people, text, charts
+    return path
+
+
+def test_every_task_scores_one_on_its_own_ground_truth_and_above_its_baseline(every_task):
+    """The scorers read the held-out answers' own grammar: the ground truth answered back scores 1 on every
+    metric, and each trivial baseline scores below it."""
+    from sphinx_vi.eval import runner as R
+
+    def oracle(samples, task):
+        return [s.messages[-1]["content"] for s in samples]
+
+    report: dict = {}
+    for task, score in R.TASKS.items():
+        samples = R.load_task(every_task, task, None)
+        assert samples, task
+        report.update(score(samples, oracle))
+    scored = [(row.label, row.key, row.baseline) for row in R.ROWS if row.baseline is not None]
+    assert {key for _, key, _ in scored} <= report.keys()
+    for label, key, base in scored:
+        assert report[key] == pytest.approx(1.0), label
+        assert report[base] < 0.9, (label, report[base])
+    assert report["rec_relation_n"] > 0 and report["rec_attribute_n"] > 0
+    assert report["rec_relation_n"] + report["rec_attribute_n"] == report["rec_n"]
+    assert report["vqa_count_n"] + report["vqa_colour_n"] == report["vqa_n"]
+    assert report["reg_colour_acc"] == report["reg_kind_acc"] == 1.0 and report["chart_exact"] == 1.0

@@ -136,3 +136,40 @@ def test_text_losses_cover_paragraphs_and_instruction_answers(tmp_path, tiny):
         assert 0.5 * math.log(vocab) < r[key] < 2 * math.log(vocab)
     (tmp_path / "text" / "instructions.json").unlink()
     assert set(text_loss(tiny, tmp_path, limit=3)) == {"text_loss", "text_n"}
+
+
+def test_text_detection_counts_boxes_and_words_apart_and_diacritics_matter():
+    gts = [[("XIN", (0, 0, 10, 10)), ("PHỞ", (20, 0, 30, 10))], [("TAXI", (0, 0, 20, 10))]]
+    preds = [[("XIN", (0, 0, 10, 10)), ("PHO", (20, 0, 30, 10)), ("BUS", (50, 50, 60, 60))], []]
+    s = M.text_detection_scores(preds, gts)
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert s["word_acc"] == pytest.approx(1 / 3)  # PHO is not PHỞ; the missed TAXI counts too
+    base = M.constant_labelled_baseline(gts)
+    assert len(base) == 2 and all(len(b) == 1 for b in base)
+
+
+def test_phrase_box_f1_needs_the_phrase_and_the_box():
+    gts = [[("Một hình tròn màu đỏ", (0, 0, 10, 10)), ("a red square", (20, 20, 40, 40))]]
+    preds = [[("một hình tròn màu đỏ.", (1, 0, 10, 10)), ("a blue square", (20, 20, 40, 40)), ("a red square", (60, 60, 70, 70))]]
+    s = M.phrase_box_prf(preds, gts)
+    assert s["precision"] == pytest.approx(1 / 3) and s["recall"] == pytest.approx(1 / 2)
+    assert M.phrase_box_prf(gts, gts)["f1"] == 1.0 and M.phrase_box_prf([[]], gts)["f1"] == 0.0
+
+
+def test_table_cells_are_compared_in_place_and_extra_rows_cost():
+    gt = "label | value\nMon | 3\nTue | 5"
+    s = M.table_cell_accuracy(["label | value\nMon | 3\nTue | 4\nWed | 1", gt, "not a table"], [gt, gt, gt])
+    assert s["cell_acc"] == pytest.approx((3 + 4 + 0) / (6 + 4 + 4)) and s["exact"] == pytest.approx(1 / 3)
+    majority = M.majority_table([gt, gt, "nhãn | giá trị\nT2 | 3"])
+    assert majority == gt and M.read_table(" a |b \n\n c| d") == [["a", "b"], ["c", "d"]]
+
+
+def test_region_descriptions_are_read_for_the_first_colour_and_kind_in_either_language():
+    colours = {"red": "red", "đỏ": "red", "blue": "blue", "xanh dương": "blue", "xanh lá": "green"}
+    kinds = {"circle": "circle", "hình tròn": "circle", "triangle": "triangle", "hình tam giác": "triangle"}
+    gts = ["Hình tròn màu đỏ ở phía dưới hình tam giác màu xanh dương."] * 3 + ["The blue triangle."]
+    preds = ["The red circle.", "Hình tròn màu xanh dương.", "", "Hình tam giác màu xanh dương"]
+    s = M.region_description_scores(preds, gts, colours, kinds)
+    assert s["acc"] == pytest.approx(2 / 4) and s["colour_acc"] == pytest.approx(2 / 4) and s["kind_acc"] == pytest.approx(3 / 4)
+    assert M.first_term("màu xanh lá và xanh dương", ["xanh", "xanh lá", "xanh dương"]) == "xanh lá"
+    assert M.first_term("redcircle", ["red"]) is None  # whole words only

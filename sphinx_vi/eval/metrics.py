@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..grounding import COCO_KEYPOINTS
+from ..grounding import COCO_KEYPOINTS, Detection
 from ..grounding.geometry import Box
 
 
@@ -50,27 +50,38 @@ def best_constant_box(gts: list[Box], threshold: float = 0.5) -> tuple[Box, floa
     return tuple(candidates[best]), float(acc[best])
 
 
-def match_boxes(pred: list[Box], gt: list[Box], threshold: float = 0.5) -> int:
-    """Greedy one-to-one matching by IoU; returns true positives."""
+def match_pairs(pred: list[Box], gt: list[Box], threshold: float = 0.5, allowed: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching by IoU ≥ `threshold`, highest first; `allowed` (n_pred, n_gt) bool masks
+    out pairs that may not match (different phrases). Returns (pred index, gt index) pairs."""
     if not pred or not gt:
-        return 0
+        return []
     m = iou_matrix(np.array(pred), np.array(gt))
-    tp = 0
+    if allowed is not None:
+        m = np.where(allowed, m, -1.0)
+    pairs = []
     while m.size and m.max() >= threshold:
         i, j = np.unravel_index(m.argmax(), m.shape)
-        tp += 1
+        pairs.append((int(i), int(j)))
         m[i, :] = -1
         m[:, j] = -1
-    return tp
+    return pairs
 
 
-def detection_prf(preds: list[list[Box]], gts: list[list[Box]], threshold: float = 0.5) -> dict[str, float]:
-    tp = sum(match_boxes(p, g, threshold) for p, g in zip(preds, gts))
-    n_pred, n_gt = sum(len(p) for p in preds), sum(len(g) for g in gts)
+def match_boxes(pred: list[Box], gt: list[Box], threshold: float = 0.5) -> int:
+    """Greedy one-to-one matching by IoU; returns true positives."""
+    return len(match_pairs(pred, gt, threshold))
+
+
+def _prf(tp: int, n_pred: int, n_gt: int) -> dict[str, float]:
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_gt if n_gt else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def detection_prf(preds: list[list[Box]], gts: list[list[Box]], threshold: float = 0.5) -> dict[str, float]:
+    tp = sum(match_boxes(p, g, threshold) for p, g in zip(preds, gts))
+    return _prf(tp, sum(len(p) for p in preds), sum(len(g) for g in gts))
 
 
 def _xywh(b: Box) -> list[float]:
@@ -169,3 +180,109 @@ def vqa_majority_baseline(questions: list[str], gts: list[str]) -> float:
         kind = ("count" if normalize_answer(g).isdigit() else "other") + ("-vi" if re.search("[àáảãạăâđêôơư]", q.lower()) else "-en")
         groups.setdefault(kind, Counter())[normalize_answer(g)] += 1
     return sum(c.most_common(1)[0][1] for c in groups.values()) / max(1, len(gts))
+
+
+# --- read text: OCR, grounded captions, chart tables, region descriptions -----------------------------------
+
+Labelled = list[tuple[str, Box]]  # (phrase or word, box) pairs of one answer
+
+
+def labelled_boxes(detections: list[Detection]) -> Labelled:
+    """The (label, box) pairs of parsed detections; detections without a box are left out."""
+    return [(d.label, d.box) for d in detections if d.box is not None]
+
+
+def _same_text(a: str, b: str) -> bool:
+    """Exact text, whitespace collapsed: case and Vietnamese diacritics count."""
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def text_detection_scores(preds: list[Labelled], gts: list[Labelled], threshold: float = 0.5) -> dict[str, float]:
+    """Text detection / OCR: box P/R/F1 at IoU ≥ `threshold` (words ignored), and word accuracy: the share of
+    ground-truth words whose matched box reads exactly the same text (case and diacritics count)."""
+    tp = correct = 0
+    for p, g in zip(preds, gts):
+        pairs = match_pairs([b for _, b in p], [b for _, b in g], threshold)
+        tp += len(pairs)
+        correct += sum(_same_text(p[i][0], g[j][0]) for i, j in pairs)
+    n_gt = sum(len(g) for g in gts)
+    prf = _prf(tp, sum(len(p) for p in preds), n_gt)
+    return {**prf, "word_acc": correct / n_gt if n_gt else 0.0}
+
+
+def phrase_box_prf(preds: list[Labelled], gts: list[Labelled], threshold: float = 0.5) -> dict[str, float]:
+    """Grounded captions: a predicted (phrase, box) is right when a ground-truth pair has the same phrase
+    (case-insensitive, punctuation ignored) and IoU ≥ `threshold`; one-to-one; P/R/F1 over pairs."""
+    tp = 0
+    for p, g in zip(preds, gts):
+        allowed = np.array([[normalize_answer(a) == normalize_answer(b) for b, _ in g] for a, _ in p], bool).reshape(len(p), len(g))
+        tp += len(match_pairs([b for _, b in p], [b for _, b in g], threshold, allowed))
+    return _prf(tp, sum(len(p) for p in preds), sum(len(g) for g in gts))
+
+
+def constant_labelled_baseline(gts: list[Labelled]) -> list[Labelled]:
+    """The trivial reader: every image answered with its set's most common label at the best constant box."""
+    pairs = [pair for g in gts for pair in g]
+    if not pairs:
+        return [[] for _ in gts]
+    label = Counter(label for label, _ in pairs).most_common(1)[0][0]
+    box, _ = best_constant_box([b for _, b in pairs])
+    return [[(label, box)] for _ in gts]
+
+
+def read_table(text: str) -> list[list[str]]:
+    """A '|'-separated table, one row a line, cells stripped; blank lines dropped."""
+    return [[c.strip() for c in line.split("|")] for line in text.strip().splitlines() if line.strip()]
+
+
+def table_cell_accuracy(preds: list[str], gts: list[str]) -> dict[str, float]:
+    """Chart-to-table: cells equal at the same (row, column) below the header, over the larger of the two
+    tables' cell counts (missing and extra rows both cost), summed over the set; and the exact-table rate."""
+    right = total = exact = 0
+    for p, g in zip(preds, gts):
+        pt, gt = read_table(p)[1:], read_table(g)[1:]
+        right += sum(a == b for pr, gr in zip(pt, gt) for a, b in zip(pr, gr))
+        total += max(sum(map(len, pt)), sum(map(len, gt)))
+        exact += pt == gt
+    return {"cell_acc": right / total if total else 0.0, "exact": exact / max(1, len(gts))}
+
+
+def majority_table(gts: list[str]) -> str:
+    """The trivial table: the most common header, row count and, at each (row, column), the most common cell."""
+    tables = [read_table(g) for g in gts]
+    if not tables:
+        return ""
+    rows = Counter(len(t) for t in tables).most_common(1)[0][0]
+    cols = Counter(len(r) for t in tables for r in t).most_common(1)[0][0]
+    cell = [[Counter(t[r][c] for t in tables if r < len(t) and c < len(t[r])).most_common(1)[0][0]
+             if any(r < len(t) and c < len(t[r]) for t in tables) else "" for c in range(cols)] for r in range(rows)]
+    return "\n".join(" | ".join(row) for row in cell)
+
+
+def first_term(text: str, terms: list[str]) -> str | None:
+    """The term of `terms` that `text` names first (case-insensitive, whole words, longest term at a
+    position: 'xanh dương' before 'xanh'), or None."""
+    by_lower = {t.lower(): t for t in terms}
+    if not by_lower:
+        return None
+    alternatives = "|".join(re.escape(t) for t in sorted(by_lower, key=len, reverse=True))
+    m = re.search(rf"(?<!\w)({alternatives})(?!\w)", text.lower())
+    return by_lower[m.group(1)] if m else None
+
+
+def region_description_scores(preds: list[str], gts: list[str], colours: dict[str, str], kinds: dict[str, str]) -> dict[str, float]:
+    """REG: does the description name the target's colour and kind, read as the first colour word and the
+    first kind word of each text (the target comes before any relation's anchor)? `colours` / `kinds` map
+    every word, in every language, to one canonical name, so 'red' and 'đỏ' are the same colour."""
+    def read(text: str, words: dict[str, str]) -> str | None:
+        term = first_term(text, list(words))
+        return words[term] if term is not None else None
+
+    colour = kind = both = 0
+    for p, g in zip(preds, gts):
+        pc, pk, gc, gk = read(p, colours), read(p, kinds), read(g, colours), read(g, kinds)
+        colour += pc is not None and pc == gc
+        kind += pk is not None and pk == gk
+        both += pc is not None and pk is not None and (pc, pk) == (gc, gk)
+    n = max(1, len(gts))
+    return {"colour_acc": colour / n, "kind_acc": kind / n, "acc": both / n}

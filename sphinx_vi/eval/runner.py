@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tqdm import tqdm
 
 from ..data import Sample, SampleEncoder, collate
 from ..data.formats import load_llava, load_text
+from ..data.world.language import COLOURS, KINDS, PERSON, RELATIONS
 from ..generation import Generator
 from ..grounding import parse
 from ..text.tokens import IGNORE_INDEX
 from . import metrics as M
 from .gallery import RecResult
 
-MAX_NEW_TOKENS = {"rec": 32, "detection": 160, "keypoints": 320, "vqa": 12}
+MAX_NEW_TOKENS = {"rec": 32, "detection": 160, "keypoints": 352, "vqa": 12, "reg": 32, "ocr": 128, "chart": 64,
+                  "grounded_caption": 256}  # each above the longest held-out answer (keypoints 322, captions 210)
+RELATION_PHRASES = tuple(phrase for pair in RELATIONS.values() for phrase in pair)  # "below", "ở phía dưới", …
+COLOUR_WORDS = {w: c.en for c in COLOURS for w in (c.en, c.vi)}  # every language's word → one name
+KIND_WORDS = {w: k.en for k in (*KINDS, PERSON) for w in (k.en, k.en_plural, k.vi)}
 
 
 def answer(gen: Generator, samples: list[Sample], max_new_tokens: int, batch_size: int = 32, desc: str = "",
@@ -71,9 +77,16 @@ def eval_rec(samples: list[Sample], ask: Answers) -> dict[str, Any]:
     scores = M.rec_scores(preds, gts)
     _, baseline = M.best_constant_box(gts, 0.5)
     _, baseline30 = M.best_constant_box(gts, 0.3)
-    return {"rec_acc50": scores["acc50"], "rec_acc30": scores["acc30"], "rec_miou": scores["miou"],
-            "rec_parse_rate": scores["parse_rate"], "rec_acc50_baseline": baseline, "rec_acc30_baseline": baseline30,
-            "rec_n": len(samples),
+    report = {"rec_acc50": scores["acc50"], "rec_acc30": scores["acc30"], "rec_miou": scores["miou"],
+              "rec_parse_rate": scores["parse_rate"], "rec_acc50_baseline": baseline, "rec_acc30_baseline": baseline30,
+              "rec_n": len(samples)}
+    relation = [any(p in s.messages[0]["content"] for p in RELATION_PHRASES) for s in samples]
+    for name, keep in (("relation", relation), ("attribute", [not r for r in relation])):  # "… below the blue triangle" or not
+        sub_preds, sub_gts = [p for p, k in zip(preds, keep) if k], [g for g, k in zip(gts, keep) if k]
+        if sub_gts:
+            report.update({f"rec_{name}_acc50": M.rec_scores(sub_preds, sub_gts)["acc50"],
+                           f"rec_{name}_acc50_baseline": M.best_constant_box(sub_gts, 0.5)[1], f"rec_{name}_n": len(sub_gts)})
+    return {**report,
             "_rec_results": [RecResult(str(s.images[0]), s.messages[0]["content"], a, p, g)
                              for s, a, p, g in zip(samples, answers, preds, gts)]}
 
@@ -108,7 +121,57 @@ def eval_vqa(samples: list[Sample], ask: Answers) -> dict[str, Any]:
     answers = ask(samples, "vqa")
     gts = [s.messages[-1]["content"] for s in samples]
     questions = [s.messages[0]["content"] for s in samples]
-    return {"vqa_acc": M.vqa_accuracy(answers, gts), "vqa_acc_baseline": M.vqa_majority_baseline(questions, gts), "vqa_n": len(samples)}
+    report = {"vqa_acc": M.vqa_accuracy(answers, gts), "vqa_acc_baseline": M.vqa_majority_baseline(questions, gts), "vqa_n": len(samples)}
+    counting = [M.normalize_answer(g).isdigit() for g in gts]
+    for name, keep in (("count", counting), ("colour", [not c for c in counting])):
+        a, g, q = ([x for x, k in zip(xs, keep) if k] for xs in (answers, gts, questions))
+        if g:
+            report.update({f"vqa_{name}_acc": M.vqa_accuracy(a, g), f"vqa_{name}_acc_baseline": M.vqa_majority_baseline(q, g),
+                           f"vqa_{name}_n": len(g)})
+    return report
+
+
+def eval_reg(samples: list[Sample], ask: Answers) -> dict[str, Any]:
+    """Region descriptions: the first colour and kind named must be the boxed shape's."""
+    answers = ask(samples, "reg")
+    gts = [s.messages[-1]["content"] for s in samples]
+    scores = M.region_description_scores(answers, gts, COLOUR_WORDS, KIND_WORDS)
+    named = [(COLOUR_WORDS.get(M.first_term(g, list(COLOUR_WORDS)) or ""), KIND_WORDS.get(M.first_term(g, list(KIND_WORDS)) or ""))
+             for g in gts]
+    colour, kind = Counter(named).most_common(1)[0][0] if named else ("", "")
+    base = M.region_description_scores([f"the {colour} {kind}"] * len(gts), gts, COLOUR_WORDS, KIND_WORDS)
+    return {"reg_acc": scores["acc"], "reg_colour_acc": scores["colour_acc"], "reg_kind_acc": scores["kind_acc"],
+            "reg_acc_baseline": base["acc"], "reg_n": len(samples)}
+
+
+def _labelled(samples: list[Sample], answers: list[str]) -> tuple[list[M.Labelled], list[M.Labelled]]:
+    """(predicted, ground-truth) (label, box) pairs of each answer, in pixels of its image."""
+    sizes = [image_size(s) for s in samples]
+    gts = [M.labelled_boxes(parse(s.messages[-1]["content"], sz).detections) for s, sz in zip(samples, sizes)]
+    return [M.labelled_boxes(parse(a, sz).detections) for a, sz in zip(answers, sizes)], gts
+
+
+def eval_ocr(samples: list[Sample], ask: Answers) -> dict[str, Any]:
+    preds, gts = _labelled(samples, ask(samples, "ocr"))
+    scores = M.text_detection_scores(preds, gts)
+    base = M.text_detection_scores(M.constant_labelled_baseline(gts), gts)
+    return {"ocr_box_f1_50": scores["f1"], "ocr_word_acc": scores["word_acc"], "ocr_box_f1_50_baseline": base["f1"],
+            "ocr_word_acc_baseline": base["word_acc"], "ocr_n": len(samples)}
+
+
+def eval_grounded_caption(samples: list[Sample], ask: Answers) -> dict[str, Any]:
+    preds, gts = _labelled(samples, ask(samples, "grounded_caption"))
+    base = M.phrase_box_prf(M.constant_labelled_baseline(gts), gts)
+    return {"gcap_f1_50": M.phrase_box_prf(preds, gts)["f1"], "gcap_f1_50_baseline": base["f1"], "gcap_n": len(samples)}
+
+
+def eval_chart(samples: list[Sample], ask: Answers) -> dict[str, Any]:
+    answers = ask(samples, "chart")
+    gts = [s.messages[-1]["content"] for s in samples]
+    scores = M.table_cell_accuracy(answers, gts)
+    base = M.table_cell_accuracy([M.majority_table(gts)] * len(gts), gts)
+    return {"chart_cell_acc": scores["cell_acc"], "chart_exact": scores["exact"], "chart_cell_acc_baseline": base["cell_acc"],
+            "chart_n": len(samples)}
 
 
 def _answer_loss(gen: Generator, samples: list[Sample], bs: int = 16) -> float:
@@ -138,7 +201,8 @@ def text_loss(gen: Generator, data: Path, limit: int | None, bs: int = 16) -> di
     return out
 
 
-TASKS = {"rec": eval_rec, "detection": eval_detection, "keypoints": eval_keypoints, "vqa": eval_vqa}
+TASKS = {"rec": eval_rec, "detection": eval_detection, "keypoints": eval_keypoints, "vqa": eval_vqa, "reg": eval_reg,
+         "ocr": eval_ocr, "chart": eval_chart, "grounded_caption": eval_grounded_caption}
 
 
 def evaluate(gen: Generator, data: str | Path, limit: int | None = None, tasks: list[str] | None = None, batch_size: int = 32,
@@ -158,26 +222,45 @@ def evaluate(gen: Generator, data: str | Path, limit: int | None = None, tasks: 
     return report
 
 
+class Row(NamedTuple):
+    """One line of the report: its label, the report key, the baseline's key and what that baseline is."""
+
+    label: str
+    key: str
+    baseline: str | None = None
+    baseline_is: str = ""
+
+
+CONSTANT_BOX = "best constant box"
 ROWS = [
-    ("REC Acc@0.5", "rec_acc50", "rec_acc50_baseline"),
-    ("REC Acc@0.3", "rec_acc30", "rec_acc30_baseline"),
-    ("REC mean IoU", "rec_miou", None),
-    ("REC answers parsed", "rec_parse_rate", None),
-    ("detection F1@0.5", "det_f1_50", "det_f1_50_baseline"),
-    ("detection P@0.5", "det_precision_50", None),
-    ("detection R@0.5", "det_recall_50", None),
-    ("detection COCO AP", "det_ap", None),
-    ("pose PCK@0.1", "pose_pck", "pose_pck_baseline"),
-    ("pose OKS AP", "pose_oks_ap", "pose_oks_ap_baseline"),
-    ("VQA accuracy", "vqa_acc", "vqa_acc_baseline"),
-    ("held-out text loss", "text_loss", None),
-    ("held-out instr. loss", "text_instruction_loss", None),
+    Row("REC Acc@0.5", "rec_acc50", "rec_acc50_baseline", CONSTANT_BOX),
+    Row("REC Acc@0.3", "rec_acc30", "rec_acc30_baseline", CONSTANT_BOX),
+    Row("REC mean IoU", "rec_miou"),
+    Row("REC answers parsed", "rec_parse_rate"),
+    Row("REC relation Acc@0.5", "rec_relation_acc50", "rec_relation_acc50_baseline", CONSTANT_BOX + " of the subset"),
+    Row("REC attribute Acc@0.5", "rec_attribute_acc50", "rec_attribute_acc50_baseline", CONSTANT_BOX + " of the subset"),
+    Row("detection F1@0.5", "det_f1_50", "det_f1_50_baseline", "one constant box per query"),
+    Row("detection P@0.5", "det_precision_50"),
+    Row("detection R@0.5", "det_recall_50"),
+    Row("detection COCO AP", "det_ap"),
+    Row("pose PCK@0.1", "pose_pck", "pose_pck_baseline", "mean pose inside the given box"),
+    Row("pose OKS AP", "pose_oks_ap", "pose_oks_ap_baseline", "mean pose inside the given box"),
+    Row("VQA accuracy", "vqa_acc", "vqa_acc_baseline", "majority answer per question kind"),
+    Row("VQA counting", "vqa_count_acc", "vqa_count_acc_baseline", "majority answer per question kind"),
+    Row("VQA colour", "vqa_colour_acc", "vqa_colour_acc_baseline", "majority answer per question kind"),
+    Row("REG colour+kind", "reg_acc", "reg_acc_baseline", "the most common colour and kind"),
+    Row("OCR box F1@0.5", "ocr_box_f1_50", "ocr_box_f1_50_baseline", "most common word at the best constant box"),
+    Row("OCR word accuracy", "ocr_word_acc", "ocr_word_acc_baseline", "most common word at the best constant box"),
+    Row("chart cell accuracy", "chart_cell_acc", "chart_cell_acc_baseline", "most common cell at each place"),
+    Row("grounded cap. F1@0.5", "gcap_f1_50", "gcap_f1_50_baseline", "most common phrase at the best constant box"),
+    Row("held-out text loss", "text_loss"),
+    Row("held-out instr. loss", "text_instruction_loss"),
 ]
 
 
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"{'metric':<22}{'model':>10}{'baseline':>10}"]
-    for label, key, base in ROWS:
+    for label, key, base, _ in ROWS:
         if key in report:
             b = f"{report[base]:>10.3f}" if base and base in report else f"{'':>10}"
             lines.append(f"{label:<22}{report[key]:>10.3f}{b}")
