@@ -101,7 +101,8 @@ def configure_deepspeed(accelerator: Accelerator, micro_batch: int, max_grad_nor
 
 @contextmanager
 def micro_step(accelerator: Accelerator, model: torch.nn.Module, last: bool) -> Iterator[None]:
-    """One backward of an optimizer step: gradients are synchronised only on the `last` one.
+    """One micro-step of an optimizer step (its forwards and its one backward): gradients are synchronised
+    only on the `last` one.
 
     DDP and FSDP2 skip the reduction (`no_sync`); under DeepSpeed the last backward is the accumulation
     boundary, where its engine reduces, clips and steps (its optimizer's `step` is then a no-op).

@@ -193,19 +193,23 @@ def train_step(run: Run, step: int) -> StepResult:
     loss_sums = {s.name: 0.0 for s in run.streams}
     aux_sums = {aux.name: 0.0 for aux in run.aux}
     for a in range(cfg.grad_accum):
-        for si, s in enumerate(run.streams):
-            batch = micro[s.name][a]
-            run.dropped += batch["dropped"]
-            if batch["input_ids"] is None:
-                continue
-            inputs = {k: v.to(accelerator.device) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "labels"}
-            labels = batch["labels"].to(accelerator.device)
-            for aux in run.aux:
-                aux.arm(batch[aux.name], inputs.get("position_ids"))
-            last = a == cfg.grad_accum - 1 and si == len(run.streams) - 1
-            with accelerator.autocast(), micro_step(accelerator, model, last):
-                # the model projects only labelled positions onto the vocabulary (skip_logits)
-                mean = model(**inputs, labels=labels, skip_logits=True).loss
+        # One backward per micro-step over every stream's loss, so each backward reaches every parameter any stream
+        # uses: DDP and FSDP2 reduce on the last backward, DeepSpeed ZeRO-3's first backward of a step overwrites
+        # each gradient partition (later ones add), and a stream that skips the image parts would break either.
+        with micro_step(accelerator, model, last=a == cfg.grad_accum - 1):
+            terms = []
+            for s in run.streams:
+                batch = micro[s.name][a]
+                run.dropped += batch["dropped"]
+                if batch["input_ids"] is None:
+                    continue
+                inputs = {k: v.to(accelerator.device) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "labels"}
+                labels = batch["labels"].to(accelerator.device)
+                for aux in run.aux:
+                    aux.arm(batch[aux.name], inputs.get("position_ids"))
+                with accelerator.autocast():
+                    # the model projects only labelled positions onto the vocabulary (skip_logits)
+                    mean = model(**inputs, labels=labels, skip_logits=True).loss
                 total = mean * int((labels[:, 1:] != IGNORE_INDEX).sum())
                 if not torch.isfinite(total):
                     last_good = checkpoint.last_checkpoint(run.out)
@@ -214,15 +218,16 @@ def train_step(run: Run, step: int) -> StepResult:
                         f"Last good checkpoint: {last_good or 'none'}. "
                         f"Lower the learning rate (now {run.scheduler.get_last_lr()[0]:g}) or check the data."
                     )
-                loss = s.weight * total / totals[s.name] * run.world
+                terms.append(s.weight * total / totals[s.name] * run.world)
                 for aux in run.aux:
                     term = aux.pop_loss()
                     if term is not None:
-                        loss = loss + aux.weight * term / max(counts[aux.name], 1) * run.world
+                        terms.append(aux.weight * term / max(counts[aux.name], 1) * run.world)
                         aux_sums[aux.name] += term.item()
-                accelerator.backward(loss)
-            loss_sums[s.name] += total.item()
-            run.seen += batch["input_ids"].shape[0]
+                loss_sums[s.name] += total.item()
+                run.seen += batch["input_ids"].shape[0]
+            if terms:
+                accelerator.backward(torch.stack(terms).sum())
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
     run.optimizer.step()
     run.scheduler.step()
