@@ -60,6 +60,12 @@ def stage2_args(world: Path, seed: int = 5) -> list[str]:
             "--precision", "fp32", "--grad-accum", str(ACCUMULATE)]
 
 
+def per_process_batch(n: int) -> list[str]:
+    """Both per-process batch sizes (the task mixture and the plain-paragraph stream), so that N processes of
+    `n` make the same global batch as one process of N·n."""
+    return ["--batch-size", str(n), "--text-batch-size", str(n)]
+
+
 def run(cmd: list[str], out: Path) -> subprocess.CompletedProcess:
     proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
@@ -69,7 +75,7 @@ def run(cmd: list[str], out: Path) -> subprocess.CompletedProcess:
 
 def one_process(world: Path, out: Path) -> subprocess.CompletedProcess:
     """The reference: one process, micro-batches of 4 (global batch 8)."""
-    return run([sys.executable, *stage2_args(world), "--batch-size", "4", "--save-every", "100"], out)
+    return run([sys.executable, *stage2_args(world), *per_process_batch(4), "--save-every", "100"], out)
 
 
 def launch_command(engine: Engine, world: Path) -> list[str]:
@@ -79,7 +85,7 @@ def launch_command(engine: Engine, world: Path) -> list[str]:
     else:
         head = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / engine.config),
                 "--num_processes", "2", "--main_process_port", str(engine.port)]
-    return [*head, *stage2_args(world), "--batch-size", "2", "--save-every", "1", "--keep-checkpoints", str(STEPS)]
+    return [*head, *stage2_args(world), *per_process_batch(2), "--save-every", "1", "--keep-checkpoints", str(STEPS)]
 
 
 def interrupted_after(run_dir: Path, step: int, copy: Path) -> Path:

@@ -90,8 +90,9 @@ class TrainConfig:
     seed: int = _f(0, "data order and dropout; not the model init")
     # --- data ---
     captions: Literal["real", "synthetic"] = _f("real", "stage 1: which caption style to align on")
-    text_batch_size: int = _f(8, "stage 1: text-only samples per step, a second loss that keeps the LLM writing")
-    text_loss_weight: float = _f(1.0, "stage 1: weight of the text-only loss (0 turns text mixing off)")
+    text_batch_size: int = _f(8, "both stages: plain paragraphs (text/paragraphs.jsonl) per process and micro-step, "
+                                 "a second loss that keeps the LLM writing")
+    text_loss_weight: float = _f(1.0, "both stages: weight of the plain-paragraph loss (0 turns text mixing off)")
     mixture: dict[str, float] = _f(
         {"rec": 4.0, "reg": 1.0, "detection": 2.0, "vqa": 1.0, "keypoints": 1.0, "ocr": 0.5, "chart": 0.5, "grounded_caption": 0.5, "text": 0.5},
         "stage 2: dataset → sampling weight; names are llava/<name>.json, 'text' is text/instructions.json",

@@ -76,14 +76,20 @@ def stage1(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     captions = _checked(load_captions(_require(data / "captions" / f"{cfg.captions}.jsonl", "captions", cfg)), cfg)
     (model, processor), lineage = load_start(cfg)
     encoder = SampleEncoder(processor, cfg.max_length)
-    streams = []
-    text: list[Sample] = []
-    if cfg.text_loss_weight > 0:
-        text = _checked(load_text(_require(data / "text" / "paragraphs.jsonl", "text-only data", cfg)), cfg)
-        streams.append(_stream("text", text, encoder, cfg.text_batch_size, cfg.text_loss_weight, cfg))
+    text, streams = text_stream(cfg, encoder)
     streams.append(_stream("caption", captions, encoder, cfg.batch_size, 1.0, cfg))  # uses every part: last
     return fit(cfg, model, processor, streams, {**lineage, "captions": cfg.captions, "languages": languages(captions, text)},
                stop_after)
+
+
+def text_stream(cfg: TrainConfig, encoder: SampleEncoder) -> tuple[list[Sample], list[Stream]]:
+    """The plain-paragraph samples and their stream (a second loss, every step, in both stages: the LLM keeps
+    writing text, as SPHINX mixes text-only data into both); none when `text_loss_weight` is 0."""
+    if cfg.text_loss_weight <= 0:
+        return [], []
+    path = _require(Path(cfg.data) / "text" / "paragraphs.jsonl", "text-only paragraphs (or set text_loss_weight: 0)", cfg)
+    text = _checked(load_text(path), cfg)
+    return text, [_stream("text", text, encoder, cfg.text_batch_size, cfg.text_loss_weight, cfg)]
 
 
 def stage2_samples(cfg: TrainConfig, encoder: SampleEncoder | None = None) -> list[Sample]:
@@ -105,9 +111,11 @@ def stage2_samples(cfg: TrainConfig, encoder: SampleEncoder | None = None) -> li
 
 
 def stage2(cfg: TrainConfig, stop_after: int | None = None) -> Path:
-    """Instruction tuning on a weighted task mixture plus text-only instructions; loss on answers only."""
+    """Instruction tuning on a weighted task mixture plus text-only instructions (loss on answers only), and the
+    plain-paragraph loss of stage 1 beside it."""
     (model, processor), lineage = load_start(cfg)
     encoder = SampleEncoder(processor, cfg.max_length)
     samples = stage2_samples(cfg, encoder)
-    stream = _stream("mixture", samples, encoder, cfg.batch_size, 1.0, cfg)
-    return fit(cfg, model, processor, [stream], {**lineage, "languages": languages(samples)}, stop_after)
+    text, streams = text_stream(cfg, encoder)
+    streams.append(_stream("mixture", samples, encoder, cfg.batch_size, 1.0, cfg))  # uses every part: last
+    return fit(cfg, model, processor, streams, {**lineage, "languages": languages(samples, text)}, stop_after)
