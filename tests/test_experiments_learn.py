@@ -12,6 +12,8 @@ def test_the_learning_pipeline_runs_end_to_end_at_toy_scale(tmp_path):
     assert saved["rec_n"] == 3 and 0.0 <= saved["rec_acc50"] <= 1.0 and saved["stage2_steps"] == 2
     assert set(saved["ablations"]) >= {"stage2_from_merged", "stage2_from_real_only", "stage2_from_synthetic_only",
                                        "stage1_text_loss_heldout"}
+    assert saved["stage1_text_loss"] > 0 and saved["text_loss_vs_stage1"] == round(saved["text_loss"] / saved["stage1_text_loss"], 3)
+    assert "Language kept" in (tmp_path / "report" / "README.md").read_text()
     assert result["rec_curve"] and (tmp_path / "report" / "README.md").read_text().startswith("# Proof that it learns")
     for name in ("loss_stage2.png", "rec_examples.png", "rec_curve.png", "metrics_stage0.jsonl"):
         assert (tmp_path / "report" / name).stat().st_size > 0
