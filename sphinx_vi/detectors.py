@@ -7,13 +7,13 @@
 Each family says how to ask (its prompt), how to read the generated ids back into text, and which
 `grounding.dialects` grammar that text is in. A checkpoint loads from a local path (a hub id only with
 `allow_download=True`); a config whose model type is not the family's is refused, never guessed.
-Families: Kosmos-2, Florence-2 and Qwen2.5-VL.
+Families: Kosmos-2, Florence-2, Qwen2.5-VL and InternVL (transformers' `internvl`, the InternVL3 port).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +80,10 @@ class Florence2(Family):
 
 
 @dataclass(frozen=True)
-class Qwen25VL(Family):
-    """A chat turn asking for JSON `bbox_2d` boxes, which it writes in pixels of its resized input (read back with the
-    processor's own resizing bounds)."""
+class ChatFamily(Family):
+    """A chat model: one user turn (the image, then the prompt) through its own chat template; the answer alone is read."""
 
-    def prompt(self, query: str) -> str:
-        what = f'every "{query}"' if query else "every object"
-        return f'Locate {what} in the image and output the bounding boxes in JSON format with "bbox_2d" and "label".'
+    tags_are_special: bool = False  # its box tags are special tokens (InternVL's <ref>/<box>): keep them, cut at end of turn
 
     def inputs(self, processor: Any, image: Image.Image, query: str) -> Any:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt(query)}]}]
@@ -94,7 +91,23 @@ class Qwen25VL(Family):
         return processor(text=[text], images=[image], return_tensors="pt")
 
     def decode(self, processor: Any, sequences: torch.Tensor, prompt_length: int) -> str:
-        return str(processor.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)[0]).strip()
+        answer = sequences[:, prompt_length:]
+        if not self.tags_are_special:
+            return str(processor.batch_decode(answer, skip_special_tokens=True)[0]).strip()
+        text = str(processor.batch_decode(answer, skip_special_tokens=False)[0])
+        for end in (processor.tokenizer.eos_token, processor.tokenizer.pad_token):
+            text = text.split(end)[0] if end else text
+        return text.strip()
+
+
+@dataclass(frozen=True)
+class Qwen25VL(ChatFamily):
+    """Asked for JSON `bbox_2d` boxes, which it writes in pixels of its resized input (read back with the processor's own
+    resizing bounds)."""
+
+    def prompt(self, query: str) -> str:
+        what = f'every "{query}"' if query else "every object"
+        return f'Locate {what} in the image and output the bounding boxes in JSON format with "bbox_2d" and "label".'
 
     def grammar(self, processor: Any) -> Dialect:
         images = processor.image_processor  # its pixel bounds are `size` = {shortest_edge: min_pixels, longest_edge: max_pixels}
@@ -102,9 +115,21 @@ class Qwen25VL(Family):
                                max_pixels=int(images.size["longest_edge"]))
 
 
+@dataclass(frozen=True)
+class InternVL(ChatFamily):
+    """InternVL's grounding prompt (its RefCOCO evaluation's): it answers `<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>`
+    on a 0–1000 grid over the image."""
+
+    def prompt(self, query: str) -> str:
+        if not query:
+            return "Please detect every object in the image and give each one's <ref>name</ref> and bounding box."
+        return f"Please provide the bounding box coordinate of the region this sentence describes: <ref>{query}</ref>"
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (Kosmos2("kosmos2", ("kosmos-2",), "kosmos2"),
                                                    Florence2("florence2", ("florence2",), "florence2"),
-                                                   Qwen25VL("qwen2_5_vl", ("qwen2_5_vl",), "qwen2_5_vl"))}
+                                                   Qwen25VL("qwen2_5_vl", ("qwen2_5_vl",), "qwen2_5_vl"),
+                                                   InternVL("internvl", ("internvl",), "internvl", tags_are_special=True))}
 
 
 @dataclass
@@ -139,4 +164,7 @@ class ForeignDetector:
         inputs = self.family.inputs(self.processor, img, query.strip())
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         text = self.family.decode(self.processor, out, inputs["input_ids"].shape[1])
-        return read_answer(text, img.size, self.family.grammar(self.processor))
+        answer = read_answer(text, img.size, self.family.grammar(self.processor))
+        if query.strip():  # a box the model wrote without its phrase is the query's
+            answer.detections = [d if d.label else replace(d, label=query.strip()) for d in answer.detections]
+        return answer

@@ -68,3 +68,32 @@ def test_the_studio_detects_with_another_grounding_model(kosmos2):
     out = studio.detect(EXAMPLE, "hình tròn")  # Detect goes to Kosmos-2; a random one finds nothing, and says so
     assert out.answer.startswith("<grounding><phrase> hình tròn</phrase>") and out.annotated.size == (320, 240)
     assert out.detections == [] and any("Không tìm thấy" in n for n in out.notices)
+
+
+def test_a_local_internvl_checkpoint_detects_end_to_end_and_its_box_tags_survive_decoding(tmp_path):
+    from sphinx_vi.tools.tiny_models import save_tiny_internvl
+
+    det = ForeignDetector.load(save_tiny_internvl(tmp_path / "internvl"))
+    assert det.family.name == "internvl" and det.family.dialect == "internvl"
+    assert det.family.prompt("con mèo").endswith("describes: <ref>con mèo</ref>")  # InternVL's own grounding prompt
+    answer = det.detect(EXAMPLE, "hình tròn", max_new_tokens=6)
+    assert answer.image_size == (320, 240) and isinstance(answer.text, str) and "<|im_end|>" not in answer.text
+    # its <ref>/<box> are special tokens: an answer that writes them is decoded with them and read in pixels of the image
+    tok = det.processor.tokenizer
+    ids = tok("<ref>hình tròn</ref><box>[[0, 0, 500, 1000]]</box><|im_end|>", add_special_tokens=False, return_tensors="pt").input_ids
+    text = det.family.decode(det.processor, ids, 0)
+    assert text == "<ref>hình tròn</ref><box>[[0, 0, 500, 1000]]</box>"
+    assert read_answer(text, (320, 240), "internvl").detections[0].box == pytest.approx((0, 0, 160, 240))
+
+
+def test_a_box_written_without_its_phrase_is_named_after_the_query(tmp_path, monkeypatch):
+    """The model's generate is replaced by a fixed continuation (the real processor and tokenizer read it)."""
+    import torch
+
+    from sphinx_vi.tools.tiny_models import save_tiny_internvl
+
+    det = ForeignDetector.load(save_tiny_internvl(tmp_path / "internvl"))
+    tail = det.processor.tokenizer("<box>[[0, 0, 500, 1000]]</box><|im_end|>", add_special_tokens=False, return_tensors="pt").input_ids
+    monkeypatch.setattr(det.model, "generate", lambda input_ids, **kw: torch.cat([input_ids, tail], dim=1))
+    answer = det.detect(EXAMPLE, " hình tròn ")
+    assert [(d.label, d.box) for d in answer.detections] == [("hình tròn", pytest.approx((0, 0, 160, 240)))]

@@ -170,3 +170,41 @@ def save_tiny_qwen2_5_vl(directory: Path) -> Path:
     Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(directory)
     processor.save_pretrained(directory)
     return Path(directory)
+
+
+def save_tiny_internvl(directory: Path) -> Path:
+    """A random InternVL (transformers' `internvl`, the InternVL3 port) of a few hundred KB with its processor, saved in
+    transformers' layout.
+
+    The tokenizer is a Qwen2 tokenizer over a tiny byte-level BPE trained here, with InternVL's image tokens (named as
+    its processor reads them), its `<ref>`/`<box>` tags and a minimal chat template (`<IMG_CONTEXT>` marks the image);
+    one 28×28 tile of 4 image tokens.
+    """
+    from transformers import GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor, Qwen2Tokenizer
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>", "<ref>", "</ref>",
+                "<box>", "</box>"]
+    tok = _byte_level_bpe(["Please provide the bounding box coordinate of the region this sentence describes: <ref>cat</ref>",
+                           "<ref>cat</ref><box>[[10, 20, 300, 400]]</box>", "user assistant"], 400, specials)
+    tokenizer = Qwen2Tokenizer(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+                               bos_token=None, extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                                                                     "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+                "<IMG_CONTEXT>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    images = GotOcr2ImageProcessor(size={"height": 28, "width": 28}, crop_to_patches=False, max_patches=1)
+    processor = InternVLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=InternVLVideoProcessor(),
+                                  image_seq_length=4, chat_template=template)
+    ids = {t: int(tokenizer.convert_tokens_to_ids(t)) for t in specials}  # type: ignore[arg-type]  # one token in: one id out
+    torch.manual_seed(0)
+    config = InternVLConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": [28, 28], "patch_size": [7, 7]},
+        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 1024,
+                     "bos_token_id": None, "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]},
+        image_token_id=ids["<IMG_CONTEXT>"], downsample_ratio=0.5)  # (28/7)² = 16 patches → 4 tokens
+    InternVLForConditionalGeneration(config).eval().save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return Path(directory)
