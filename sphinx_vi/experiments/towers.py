@@ -28,11 +28,13 @@ from PIL import Image, ImageDraw
 from torch import nn
 from tqdm import tqdm
 
+from ..configuration import SphinxViConfig
 from ..data.world.language import COLOURS, KINDS
 from ..data.world.people import Person, draw_people, sample_people
 from ..data.world.shapes import WorldConfig, background, draw_shapes, sample_shapes
-from ..factory import build_from_preset, save_checkpoint
+from ..factory import build_from_config, save_checkpoint
 from ..grounding.keypoints import COCO_KEYPOINTS
+from ..presets import preset_config_dict
 from ..train.lineage import fingerprint, write_lineage
 from ..views import ViewConfig, make_views
 
@@ -55,6 +57,22 @@ class TowerPretrainConfig:
     max_objects: int = 4
     box_digits: bool = True  # also train the per-token box-digit heads
     people_rate: float = 0.25  # share of scenes with stick-figure people (keypoint class + point digits per token)
+    towers: tuple[str, ...] | None = None  # keep only these encoder backends of the preset (None: all of them)
+    views_grid: int | None = None  # sub-image views K (None: the preset's)
+
+
+def preset_variant(name: str, towers: tuple[str, ...] | None = None, views_grid: int | None = None) -> SphinxViConfig:
+    """Preset `name` with only the `towers` encoder backends kept and `views_grid` K sub-images per side."""
+    config = preset_config_dict(name)
+    vision = config["vision"]
+    if towers is not None:
+        kept = [e for e in vision["encoders"] if e["backend"] in towers]
+        if not kept:
+            raise ValueError(f"{name}: no encoder among {towers}; it has {[e['backend'] for e in vision['encoders']]}")
+        vision["encoders"] = kept
+    if views_grid is not None:
+        vision["views_grid"] = views_grid
+    return SphinxViConfig(**config)
 
 
 def _label_views(labels: Image.Image, views: ViewConfig) -> torch.Tensor:
@@ -220,7 +238,7 @@ class TowerProbes(nn.Module):
 def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
     """Train the towers of a fresh `cfg.model` on dense labels; save the full model to `out`."""
     out = Path(out)
-    model, processor = build_from_preset(cfg.model, seed=cfg.init_seed)
+    model, processor = build_from_config(preset_variant(cfg.model, cfg.towers, cfg.views_grid), seed=cfg.init_seed)
     vision = model.vision
     G, views = vision.grid_size, vision.layout.views
     fill = processor.settings.pad_colour
@@ -264,7 +282,8 @@ def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
     with open(out / "metrics.jsonl", "w") as f:
         for row in log:
             f.write(json.dumps(row) + "\n")
-    write_lineage(out, base=fingerprint(model), init=f"preset:{cfg.model}@{cfg.init_seed}", stage="stage0", steps=cfg.steps)
+    variant = "".join([f" towers={','.join(cfg.towers)}" if cfg.towers else "", f" K={cfg.views_grid}" if cfg.views_grid else ""])
+    write_lineage(out, base=fingerprint(model), init=f"preset:{cfg.model}@{cfg.init_seed}{variant}", stage="stage0", steps=cfg.steps)
     return out
 
 

@@ -1,0 +1,49 @@
+"""The claims harness: every variant trained at one budget, shared phases trained once, verdicts from the seeds' spread."""
+
+import json
+
+import pytest
+
+from sphinx_vi.experiments.claims import CLAIMS, Claim, ClaimsConfig, Variant, run, verdict
+
+
+def _claim(metric="rec_acc50"):
+    return Claim("x", "paper", "A beats B.", (Variant("A"), Variant("B")), better="A", metric=metric)
+
+
+def test_a_verdict_needs_every_seed_to_agree_to_hold_and_losses_count_downwards():
+    assert verdict(_claim(), {"A": [0.6, 0.7], "B": [0.4, 0.5]}) == "holds"
+    assert verdict(_claim(), {"A": [0.45, 0.8], "B": [0.5, 0.55]}) == "holds on the mean"
+    assert verdict(_claim(), {"A": [0.4, 0.5], "B": [0.6, 0.7]}) == "does not hold"
+    assert verdict(_claim("text_loss"), {"A": [0.3, 0.4], "B": [9.0, 12.0]}) == "holds"
+
+
+def test_every_claim_names_its_winner_among_its_variants():
+    for c in CLAIMS:
+        names = [v.name for v in c.variants]
+        assert c.better in names and len(set(names)) == len(names) >= 2, c.key
+
+
+def test_claims_run_at_toy_scale_share_phases_and_resume_without_retraining(tmp_path):
+    cfg = ClaimsConfig(tmp_path / "out", tmp_path / "work", claims=("text_stage2", "subimages"), seeds=(0, 1), train_images=24,
+                       heldout_images=6, eval_limit=2, stage0_steps=1, stage1_steps=1, stage2_steps=1)
+    out = run(cfg)
+    stage2_runs = sorted(p.name for p in (tmp_path / "work").glob("stage2-*"))
+    # text on (= the preset's K=1), text off, K=2: three stage-2 variants, two seeds each
+    assert len(stage2_runs) == 6 and len(list((tmp_path / "work").glob("stage0-*"))) == 4
+    saved = json.loads((tmp_path / "out" / "claims.json").read_text())
+    assert saved == json.loads(json.dumps(out)) and set(saved["claims"]) == {"text_stage2", "subimages"}
+    sub = saved["claims"]["subimages"]
+    assert sub["heldout"] == "small_objects" and sub["verdict"] in ("holds", "holds on the mean", "does not hold")
+    assert sub["variants"]["K=2"]["rec_acc50"]["n"] == 2 and len(sub["variants"]["K=2"]["rec_acc50"]["seeds"]) == 2
+    md = (tmp_path / "out" / "claims.md").read_text()
+    assert "| claim | the seed says | we measured | verdict |" in md and "text_stage2" in md
+    assert (tmp_path / "out" / "claim_subimages.png").stat().st_size > 0
+    before = {p: p.stat().st_mtime for p in (tmp_path / "work").glob("stage*/done.json")}
+    run(cfg)  # everything is there: nothing is trained again
+    assert {p: p.stat().st_mtime for p in (tmp_path / "work").glob("stage*/done.json")} == before
+
+
+def test_an_unknown_claim_is_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown claim"):
+        run(ClaimsConfig(tmp_path / "o", tmp_path / "w", claims=("nope",)))
