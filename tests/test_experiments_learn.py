@@ -5,9 +5,12 @@ import json
 from sphinx_vi.experiments.learn import LearnConfig, run
 
 
-def test_the_learning_pipeline_runs_end_to_end_at_toy_scale(tmp_path):
+def test_the_learning_pipeline_runs_end_to_end_at_toy_scale(tmp_path, monkeypatch):
+    from sphinx_vi.factory import EMBEDDED_MODELS
+
+    monkeypatch.setitem(EMBEDDED_MODELS, "tiny-shapes", tmp_path / "embedded")  # --embed installs here, not over the real one
     result = run(LearnConfig(tmp_path / "report", tmp_path / "work", train_images=40, heldout_images=8, eval_limit=3,
-                             stage0_steps=2, stage1_steps=1, stage2_steps=2, ablation_steps=1))
+                             stage0_steps=2, stage1_steps=1, stage2_steps=2, ablation_steps=1, embed=True))
     saved = json.loads((tmp_path / "report" / "eval.json").read_text())
     assert saved["rec_n"] == 3 and 0.0 <= saved["rec_acc50"] <= 1.0 and saved["stage2_steps"] == 2
     assert set(saved["ablations"]) >= {"stage2_from_merged", "stage2_from_real_only", "stage2_from_synthetic_only",
@@ -15,5 +18,8 @@ def test_the_learning_pipeline_runs_end_to_end_at_toy_scale(tmp_path):
     assert saved["stage1_text_loss"] > 0 and saved["text_loss_vs_stage1"] == round(saved["text_loss"] / saved["stage1_text_loss"], 3)
     assert "Language kept" in (tmp_path / "report" / "README.md").read_text()
     assert result["rec_curve"] and (tmp_path / "report" / "README.md").read_text().startswith("# Proof that it learns")
+    recorded = json.loads((tmp_path / "embedded" / "evaluation.json").read_text())  # the studio header shows these
+    assert recorded["scores"]["rec_n"] == 3 and recorded["limit"] == 3 and "seed 1" in recorded["data"]
+    assert json.loads((tmp_path / "embedded" / "lineage.json").read_text())["stage"] == "stage2"
     for name in ("loss_stage2.png", "rec_examples.png", "rec_curve.png", "metrics_stage0.jsonl"):
         assert (tmp_path / "report" / name).stat().st_size > 0

@@ -160,9 +160,15 @@ def worlds(cfg: ClaimsConfig) -> dict[str, Path]:
     return paths
 
 
-def score(model: Path, heldout: Path, claim: Claim, limit: int) -> dict[str, float]:
-    report = evaluate(_generator(model), heldout, limit=limit, tasks=list(claim.tasks))
-    return {k: float(report[k]) for k in (claim.metric, *claim.also) if k in report}
+def score(work: Path, model: Path, heldout: Path, claim: Claim, limit: int) -> dict[str, float]:
+    """The claim's metrics of `model` on `heldout`; a model shared by several claims is evaluated once per task set."""
+    cache = work / "scores" / f"{_key(str(model), str(heldout), claim.tasks, limit)}.json"
+    if not cache.exists():
+        report = evaluate(_generator(model), heldout, limit=limit, tasks=list(claim.tasks))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
+    report = json.loads(cache.read_text())
+    return {k: report[k] for k in (claim.metric, *claim.also) if k in report}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -195,7 +201,7 @@ def run(cfg: ClaimsConfig) -> dict[str, Any]:
         for v in claim.variants:
             for seed in cfg.seeds:
                 model = train_variant(cfg, v, seed, paths["train"])
-                for k, x in score(model, paths[claim.heldout], claim, cfg.eval_limit).items():
+                for k, x in score(cfg.work, model, paths[claim.heldout], claim, cfg.eval_limit).items():
                     rows.setdefault(v.name, {}).setdefault(k, []).append(x)
                 print(f"[claims] {claim.key} / {v.name} / seed {seed}: {claim.metric} {rows[v.name][claim.metric][-1]:.3f}")
         decided = {name: r[claim.metric] for name, r in rows.items()}

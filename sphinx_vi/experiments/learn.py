@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from ..data.world.generate import synthesize
 from ..eval.gallery import draw_rec_gallery
+from ..eval.record import EVALUATION_FILE, record_evaluation
 from ..eval.runner import ROWS, evaluate, format_report
 from ..factory import EMBEDDED_MODELS, load_checkpoint
 from ..generation import Generator
@@ -192,7 +193,8 @@ def write_report(cfg: LearnConfig, run: Trained, report: dict[str, Any], result:
         target = EMBEDDED_MODELS["tiny-shapes"]
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(run.final, target)
-        print(f"[learn] embedded model installed at {target}")
+        record_evaluation(target, report, f"synthetic world, held-out seed 1 ({cfg.heldout_images} images)", cfg.eval_limit)
+        print(f"[learn] embedded model installed at {target} (its held-out scores in {EVALUATION_FILE})")
     (cfg.out / "README.md").write_text(summary_markdown(result), encoding="utf-8")
 
 

@@ -77,7 +77,7 @@ def stage1(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     (model, processor), lineage = load_start(cfg)
     encoder = SampleEncoder(processor, cfg.max_length)
     text, streams = text_stream(cfg, encoder)
-    streams.append(_stream("caption", captions, encoder, cfg.batch_size, 1.0, cfg))  # uses every part: last
+    streams.append(_stream("caption", captions, encoder, cfg.batch_size, 1.0, cfg))
     return fit(cfg, model, processor, streams, {**lineage, "captions": cfg.captions, "languages": languages(captions, text)},
                stop_after)
 
@@ -117,5 +117,5 @@ def stage2(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     encoder = SampleEncoder(processor, cfg.max_length)
     samples = stage2_samples(cfg, encoder)
     text, streams = text_stream(cfg, encoder)
-    streams.append(_stream("mixture", samples, encoder, cfg.batch_size, 1.0, cfg))  # uses every part: last
+    streams.append(_stream("mixture", samples, encoder, cfg.batch_size, 1.0, cfg))
     return fit(cfg, model, processor, streams, {**lineage, "languages": languages(samples, text)}, stop_after)
