@@ -1,5 +1,6 @@
 """Stage 0 (sphinx_vi.experiments.towers): dense labels per grid token, and the command that trains the towers."""
 
+import pytest
 import torch
 
 from sphinx_vi import SphinxVi
@@ -22,6 +23,21 @@ def test_stage0_towers_learn_colours_and_start_later_stages(tmp_path):
     assert changed  # the towers were trained
     torch.testing.assert_close(vi.model.language_model.state_dict()["lm_head.weight"],
                                fresh.model.language_model.state_dict()["lm_head.weight"])  # the LLM was not
+    assert main(["--model", "tiny", "--out", str(tmp_path / "again"), "--max-steps", "40", "--batch-size", "4"]) == 0
+    again = [json.loads(x) for x in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
+    assert again == rows  # one command, one result: the probes' init and dropout are seeded too
+
+
+def test_stage0_keeps_a_subset_of_the_towers_or_another_view_grid(tmp_path):
+    from sphinx_vi.experiments.towers import TowerPretrainConfig, pretrain_towers, preset_variant
+
+    config = preset_variant("tiny-shapes", towers=("clip_vit",), views_grid=2)
+    assert [e.backend for e in config.vision_config.encoders] == ["clip_vit"] and config.vision_config.views_grid == 2
+    out = pretrain_towers(TowerPretrainConfig(model="tiny-shapes", steps=1, batch_size=2, towers=("clip_convnext",)), tmp_path / "s0")
+    vi = SphinxVi.from_pretrained(out)
+    assert [e.backend for e in vi.model.config.vision_config.encoders] == ["clip_convnext"]
+    with pytest.raises(ValueError, match="no encoder among"):
+        preset_variant("tiny-shapes", towers=("dinov2",))
 
 
 def test_stage0_box_digits_spell_the_grammar_in_each_view_frame():

@@ -244,6 +244,7 @@ def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
     fill = processor.settings.pad_colour
     world = WorldConfig(max_objects=cfg.max_objects)
     towers = vision.grid_encoders
+    torch.manual_seed(cfg.seed)  # the probes' init and any dropout: two runs of one command train the same towers
     probes = TowerProbes({name: t.width for name, t in towers.items()}, box_digits=cfg.box_digits)
     vision.set_towers_trainable(True)  # frozen towers would pass no gradient (their grad_context)
     params = [p for t in towers.values() for p in t.parameters()] + list(probes.parameters())
