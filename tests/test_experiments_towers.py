@@ -29,7 +29,7 @@ def test_stage0_towers_learn_colours_and_start_later_stages(tmp_path):
 
 
 def test_stage0_keeps_a_subset_of_the_towers_or_another_view_grid(tmp_path):
-    from sphinx_vi.experiments.towers import TowerPretrainConfig, pretrain_towers, preset_variant
+    from sphinx_vi.experiments.towers import TowerPretrainConfig, preset_variant, pretrain_towers
 
     config = preset_variant("tiny-shapes", towers=("clip_vit",), views_grid=2)
     assert [e.backend for e in config.vision_config.encoders] == ["clip_vit"] and config.vision_config.views_grid == 2

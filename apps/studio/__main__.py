@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.studio", description=__doc__)
     p.add_argument("--model", default="tiny-shapes", help="checkpoint directory, embedded model or preset (default: tiny-shapes)")
     p.add_argument("--detector", default=None,
-                   help="another grounding model's local transformers checkpoint for Detect (Kosmos-2, Florence-2, Qwen2.5-VL, InternVL); chat stays on --model")
+                   help="another grounding model's local transformers checkpoint for Detect (Kosmos-2, Florence-2, Qwen2.5-VL, InternVL); chat on --model")
     p.add_argument("--sam", default=None, help="Segment Anything checkpoint file (.pth); default: GrabCut stand-in")
     p.add_argument("--sam-type", default="vit_h", help="vit_h | vit_l | vit_b")
     p.add_argument("--inpaint", default=None, help="local diffusers inpainting pipeline directory; default: OpenCV Telea")
