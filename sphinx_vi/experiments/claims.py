@@ -34,7 +34,7 @@ from ..data.world.shapes import WorldConfig
 from ..eval.runner import evaluate
 from ..train.merge import merge
 from ..train.recipes import stage1, stage2
-from .learn import _config, _generator
+from .learn import generator_for, recipe_config
 from .towers import TowerPretrainConfig, pretrain_towers
 
 
@@ -134,14 +134,14 @@ def train_variant(cfg: ClaimsConfig, v: Variant, seed: int, data: Path) -> Path:
         TowerPretrainConfig(steps=cfg.stage0_steps, batch_size=32, init_seed=seed, seed=seed, towers=v.towers,
                             views_grid=v.views_grid), d / "model"))
     s1 = {"init": str(base), "max_steps": cfg.stage1_steps, **v.stage1}
-    real = phase(cfg.work, "stage1_real", {**s1, "seed": seed}, lambda d: stage1(_config(
+    real = phase(cfg.work, "stage1_real", {**s1, "seed": seed}, lambda d: stage1(recipe_config(
         "tiny_stage1.yaml", data=str(data), out=str(d / "run"), captions="real", seed=10 * seed + 1, **s1)))
-    synth = phase(cfg.work, "stage1_synthetic", {**s1, "seed": seed}, lambda d: stage1(_config(
+    synth = phase(cfg.work, "stage1_synthetic", {**s1, "seed": seed}, lambda d: stage1(recipe_config(
         "tiny_stage1.yaml", data=str(data), out=str(d / "run"), captions="synthetic", seed=10 * seed + 2, **s1)))
     merged = phase(cfg.work, "merge", {"real": str(real), "synthetic": str(synth), "beta": v.beta},
                    lambda d: merge(real, synth, v.beta, d / "model"))
     s2 = {"init": str(merged), "max_steps": cfg.stage2_steps, "save_every": cfg.stage2_steps, **v.stage2}
-    return phase(cfg.work, "stage2", {**s2, "seed": seed}, lambda d: stage2(_config(
+    return phase(cfg.work, "stage2", {**s2, "seed": seed}, lambda d: stage2(recipe_config(
         "tiny_stage2.yaml", data=str(data), out=str(d / "run"), seed=seed, **s2)))
 
 
@@ -164,7 +164,7 @@ def score(work: Path, model: Path, heldout: Path, claim: Claim, limit: int) -> d
     """The claim's metrics of `model` on `heldout`; a model shared by several claims is evaluated once per task set."""
     cache = work / "scores" / f"{_key(str(model), str(heldout), claim.tasks, limit)}.json"
     if not cache.exists():
-        report = evaluate(_generator(model), heldout, limit=limit, tasks=list(claim.tasks))
+        report = evaluate(generator_for(model), heldout, limit=limit, tasks=list(claim.tasks))
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
     report = json.loads(cache.read_text())

@@ -42,17 +42,19 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "train" / "configs"
 
 
-def _config(name: str, **overrides):
+def recipe_config(name: str, **overrides):
+    """train/configs/`name` with `overrides` on top (the experiments' one way to configure a stage)."""
     return load_config(CONFIGS / name, overrides)
 
 
-def _generator(checkpoint: Path) -> Generator:
+def generator_for(checkpoint: Path) -> Generator:
+    """A greedy answerer over the checkpoint (what the eval runner asks)."""
     return Generator(*load_checkpoint(checkpoint))
 
 
 def _checkpoint_curve(run: Path, heldout: Path, limit: int) -> list[dict]:
     """REC Acc@0.5 / Acc@0.3 / mean IoU of every saved stage-2 checkpoint on held-out samples."""
-    gen = _generator(run / "final")
+    gen = generator_for(run / "final")
     rows = []
     for ckpt in sorted((run / "checkpoints").glob("step-*[0-9]")):
         weights = ckpt / "model.safetensors"
@@ -144,14 +146,14 @@ def train_pipeline(cfg: LearnConfig, lap: Laps) -> Trained:
         base = pretrain_towers(TowerPretrainConfig(steps=cfg.stage0_steps, batch_size=32), cfg.work / "stage0")
     s1 = {"init": str(base), **({"max_steps": cfg.stage1_steps} if cfg.stage1_steps else {})}
     with lap("stage1_real"):
-        real = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_real"), captions="real", seed=1, **s1))
+        real = stage1(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_real"), captions="real", seed=1, **s1))
     with lap("stage1_synthetic"):
-        synth = stage1(_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_synthetic"), captions="synthetic",
+        synth = stage1(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_synthetic"), captions="synthetic",
                                seed=2, **s1))
     merged = merge(real, synth, 0.5, cfg.work / "merged")
     s2 = dict(data=str(data), out=str(cfg.work / "stage2"), init=str(merged), keep_checkpoints=100,
               **({"max_steps": cfg.stage2_steps} if cfg.stage2_steps else {}))
-    cfg2 = _config("tiny_stage2.yaml", **s2)
+    cfg2 = recipe_config("tiny_stage2.yaml", **s2)
     with lap("stage2"):
         final = stage2(cfg2)
     return Trained(data, heldout, s1, real, synth, merged, final, cfg2.max_steps)
@@ -162,16 +164,16 @@ def ablate(cfg: LearnConfig, run: Trained, lap: Laps) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, init in (("merged", run.merged), ("real_only", run.real), ("synthetic_only", run.synthetic)):
         with lap(f"ablation_stage2_{name}"):
-            model = stage2(_config("tiny_stage2.yaml", data=str(run.data), out=str(cfg.work / f"ablation_stage2_{name}"),
+            model = stage2(recipe_config("tiny_stage2.yaml", data=str(run.data), out=str(cfg.work / f"ablation_stage2_{name}"),
                                    init=str(init), max_steps=cfg.ablation_steps, save_every=cfg.ablation_steps))
-            r = evaluate(_generator(model), run.heldout, limit=cfg.eval_limit, tasks=["rec", "vqa"])
+            r = evaluate(generator_for(model), run.heldout, limit=cfg.eval_limit, tasks=["rec", "vqa"])
             out[f"stage2_from_{name}"] = {k: v for k, v in r.items() if not k.startswith("_")}
     with lap("ablation_text_mixing"):
-        no_text = stage1(_config("tiny_stage1.yaml", data=str(run.data), out=str(cfg.work / "stage1_synthetic_no_text"),
+        no_text = stage1(recipe_config("tiny_stage1.yaml", data=str(run.data), out=str(cfg.work / "stage1_synthetic_no_text"),
                                  captions="synthetic", seed=2, text_loss_weight=0.0, **run.stage1))
         out["stage1_text_loss_heldout"] = {
-            "with_text_mixing": evaluate(_generator(run.synthetic), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
-            "without_text_mixing": evaluate(_generator(no_text), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
+            "with_text_mixing": evaluate(generator_for(run.synthetic), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
+            "without_text_mixing": evaluate(generator_for(no_text), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
         }
     out["stage2_steps"] = cfg.ablation_steps
     return out
@@ -204,9 +206,9 @@ def run(cfg: LearnConfig) -> dict[str, Any]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     trained = train_pipeline(cfg, lap)
     with lap("eval"):
-        report = evaluate(_generator(trained.final), trained.heldout, limit=cfg.eval_limit)
+        report = evaluate(generator_for(trained.final), trained.heldout, limit=cfg.eval_limit)
     with lap("eval_stage1_text"):  # the language the stage-2 model started from: is it kept?
-        stage1_text = evaluate(_generator(trained.merged), trained.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"]
+        stage1_text = evaluate(generator_for(trained.merged), trained.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"]
     print(format_report(report))
     with lap("eval_curve"):
         curve = _checkpoint_curve(cfg.work / "stage2", trained.heldout, limit=min(cfg.eval_limit, 200))
