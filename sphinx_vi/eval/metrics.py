@@ -270,17 +270,19 @@ def first_term(text: str, terms: list[str]) -> str | None:
     return by_lower[m.group(1)] if m else None
 
 
+def named_colour_and_kind(text: str, colours: dict[str, str], kinds: dict[str, str]) -> tuple[str | None, str | None]:
+    """The canonical names of the first colour word and the first kind word `text` names (None where it names none)."""
+    colour, kind = first_term(text, list(colours)), first_term(text, list(kinds))
+    return (colours[colour] if colour is not None else None, kinds[kind] if kind is not None else None)
+
+
 def region_description_scores(preds: list[str], gts: list[str], colours: dict[str, str], kinds: dict[str, str]) -> dict[str, float]:
     """REG: does the description name the target's colour and kind, read as the first colour word and the
     first kind word of each text (the target comes before any relation's anchor)? `colours` / `kinds` map
     every word, in every language, to one canonical name, so 'red' and 'đỏ' are the same colour."""
-    def read(text: str, words: dict[str, str]) -> str | None:
-        term = first_term(text, list(words))
-        return words[term] if term is not None else None
-
     colour = kind = both = 0
     for p, g in zip(preds, gts):
-        pc, pk, gc, gk = read(p, colours), read(p, kinds), read(g, colours), read(g, kinds)
+        (pc, pk), (gc, gk) = named_colour_and_kind(p, colours, kinds), named_colour_and_kind(g, colours, kinds)
         colour += pc is not None and pc == gc
         kind += pk is not None and pk == gk
         both += pc is not None and pk is not None and (pc, pk) == (gc, gk)

@@ -69,6 +69,11 @@ def load_task(data: Path, task: str, limit: int | None) -> list[Sample]:
     return samples[:limit] if limit else samples
 
 
+def _where(keep: list[bool], *columns: list) -> list[list]:
+    """Each column's items where `keep` is true (a subset of the samples, every column cut alike)."""
+    return [[x for x, k in zip(col, keep) if k] for col in columns]
+
+
 def eval_rec(samples: list[Sample], ask: Answers) -> dict[str, Any]:
     answers = ask(samples, "rec")
     sizes = [image_size(s) for s in samples]
@@ -82,7 +87,7 @@ def eval_rec(samples: list[Sample], ask: Answers) -> dict[str, Any]:
               "rec_n": len(samples)}
     relation = [any(p in s.messages[0]["content"] for p in RELATION_PHRASES) for s in samples]
     for name, keep in (("relation", relation), ("attribute", [not r for r in relation])):  # "… below the blue triangle" or not
-        sub_preds, sub_gts = [p for p, k in zip(preds, keep) if k], [g for g, k in zip(gts, keep) if k]
+        sub_preds, sub_gts = _where(keep, preds, gts)
         if sub_gts:
             report.update({f"rec_{name}_acc50": M.rec_scores(sub_preds, sub_gts)["acc50"],
                            f"rec_{name}_acc50_baseline": M.best_constant_box(sub_gts, 0.5)[1], f"rec_{name}_n": len(sub_gts)})
@@ -124,7 +129,7 @@ def eval_vqa(samples: list[Sample], ask: Answers) -> dict[str, Any]:
     report = {"vqa_acc": M.vqa_accuracy(answers, gts), "vqa_acc_baseline": M.vqa_majority_baseline(questions, gts), "vqa_n": len(samples)}
     counting = [M.normalize_answer(g).isdigit() for g in gts]
     for name, keep in (("count", counting), ("colour", [not c for c in counting])):
-        a, g, q = ([x for x, k in zip(xs, keep) if k] for xs in (answers, gts, questions))
+        a, g, q = _where(keep, answers, gts, questions)
         if g:
             report.update({f"vqa_{name}_acc": M.vqa_accuracy(a, g), f"vqa_{name}_acc_baseline": M.vqa_majority_baseline(q, g),
                            f"vqa_{name}_n": len(g)})
@@ -136,8 +141,7 @@ def eval_reg(samples: list[Sample], ask: Answers) -> dict[str, Any]:
     answers = ask(samples, "reg")
     gts = [s.messages[-1]["content"] for s in samples]
     scores = M.region_description_scores(answers, gts, COLOUR_WORDS, KIND_WORDS)
-    named = [(COLOUR_WORDS.get(M.first_term(g, list(COLOUR_WORDS)) or ""), KIND_WORDS.get(M.first_term(g, list(KIND_WORDS)) or ""))
-             for g in gts]
+    named = [M.named_colour_and_kind(g, COLOUR_WORDS, KIND_WORDS) for g in gts]
     colour, kind = Counter(named).most_common(1)[0][0] if named else ("", "")
     base = M.region_description_scores([f"the {colour} {kind}"] * len(gts), gts, COLOUR_WORDS, KIND_WORDS)
     return {"reg_acc": scores["acc"], "reg_colour_acc": scores["colour_acc"], "reg_kind_acc": scores["kind_acc"],
