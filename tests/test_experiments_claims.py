@@ -47,3 +47,19 @@ def test_claims_run_at_toy_scale_share_phases_and_resume_without_retraining(tmp_
 def test_an_unknown_claim_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown claim"):
         run(ClaimsConfig(tmp_path / "o", tmp_path / "w", claims=("nope",)))
+
+
+def test_seeds_train_in_parallel_workers_and_a_later_claim_joins_the_report_at_the_same_budget(tmp_path):
+    toy = dict(seeds=(0, 1), train_images=24, heldout_images=6, eval_limit=2, stage0_steps=1, stage1_steps=1, stage2_steps=1)
+    first = run(ClaimsConfig(tmp_path / "out", tmp_path / "work", claims=("text_stage2",), jobs=2, **toy))
+    assert {p.name for p in (tmp_path / "work" / "per_seed").iterdir()} == {"seed-0", "seed-1"}  # one worker per seed
+    assert all("[claims] text_stage2" in (tmp_path / "work" / f"seed-{s}.log").read_text() for s in (0, 1))
+    assert first["claims"]["text_stage2"]["variants"]["text off in stage 2"]["text_loss"]["n"] == 2
+    trained = {p: p.stat().st_mtime for p in (tmp_path / "work").glob("stage*/done.json")}
+    both = run(ClaimsConfig(tmp_path / "out", tmp_path / "work", claims=("lora",), **toy))
+    assert list(both["claims"]) == ["text_stage2", "lora"] and both["claims"]["text_stage2"] == first["claims"]["text_stage2"]
+    md = (tmp_path / "out" / "claims.md").read_text()
+    assert "--claims text_stage2,lora" in md and "## lora" in md and "## text_stage2" in md
+    assert all(trained[p] == p.stat().st_mtime for p in trained)  # the shared phases were reused, not retrained
+    other = run(ClaimsConfig(tmp_path / "out", tmp_path / "work", claims=("lora",), **{**toy, "eval_limit": 3}))
+    assert list(other["claims"]) == ["lora"]  # measured at another budget: the old claims are not mixed in

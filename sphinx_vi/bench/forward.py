@@ -7,14 +7,13 @@ sequence of the same length; the ratio is the cost of the visual front end.
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import torch
 
 from ..factory import build_from_preset
 from ..generation import Generator
-from . import command_parser, median_seconds, write_json
+from . import command_parser, machine, median_seconds, write_json
 
 
 def run(preset: str = "tiny", repeats: int = 20, threads: int = 2, batch: int = 1) -> dict:
@@ -36,8 +35,7 @@ def run(preset: str = "tiny", repeats: int = 20, threads: int = 2, batch: int = 
         "sequence_length": int(inputs["input_ids"].shape[1]),
         "visual_tokens_per_image": model.config.layout.tokens_per_image,
         "threads": threads,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "torch": torch.__version__,
+        "machine": machine(),
         "forward_s": full,
         "forward_sd_s": full_sd,
         "vision_s": vis,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from . import command_parser, median_seconds, write_json
+from . import command_parser, machine, median_seconds, write_json
 from .memory import PeakRSS
 
 PRECISIONS = ("fp32", "bf16")
@@ -134,7 +133,7 @@ def run(sizes: list[str], iters: int) -> dict[str, Any]:
                 row["mfu"] = row["achieved_gflops"] / peak[precision]
                 rows.append(row)
                 print(f"[precision] {size} {engine} {precision}: {row['step_s']:.3f} s/step, MFU {row['mfu']:.1%}", flush=True)
-    result: dict[str, Any] = {"matmul_peak_gflops": peak, "rows": rows, "machine": platform.processor() or platform.machine()}
+    result: dict[str, Any] = {"matmul_peak_gflops": peak, "rows": rows, "machine": machine()}
     for size in sizes:
         by = {(r["engine"], r["precision"]): r for r in rows if r["size"] == size}
         result.setdefault("ratios", {})[size] = {

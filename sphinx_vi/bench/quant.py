@@ -8,7 +8,6 @@ held-out synthetic world (seed 1), decoded as the API decodes them.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import command_parser, write_json
+from . import command_parser, machine, write_json
 
 VARIANTS: dict[str, dict[str, Any]] = {"fp32": {}, "bf16": {"dtype": "bfloat16"}, "int8": {"quantization": "int8"},
                                        "nf4": {"quantization": "nf4"}}
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     if args.out:
         write_json(args.out, {"command": "python -m sphinx_vi.bench.quant " + " ".join(argv if argv is not None else sys.argv[1:]),
-                              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+                              "machine": machine(),
                               "rows": rows})
     return 0
 

@@ -27,7 +27,7 @@ import httpx
 import psutil
 from PIL import Image
 
-from . import command_parser, write_json
+from . import command_parser, machine, write_json
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "world_shapes_1.png"
 CATEGORIES = ("hình tròn", "hình vuông", "hình tam giác", "hình sao")
@@ -201,7 +201,7 @@ def bench(model: str, clients: int, seconds: float, max_tokens: int, max_request
         "healthy_after": healthy,
         "rss_mb": {"first_third_mean": statistics.mean(rss[:third]), "last_third_mean": statistics.mean(rss[-third:]),
                    "peak": max(rss), "samples": len(rss)},
-        "machine": {"cpus": psutil.cpu_count(), "platform": platform.platform()},
+        "machine": {**machine(), "platform": platform.platform()},
     }
 
 

@@ -20,7 +20,7 @@ from ..api import SphinxVi
 from ..tools import EditSettings, GrabCutSegmenter, MaskPrompt, SamSegmenter, TeleaInpainter, union_mask
 from ..tools.inpaint import DiffusersInpainter
 from ..tools.tiny_models import build_tiny_sam, save_tiny_inpaint_pipeline
-from . import command_parser, median_seconds, write_json
+from . import command_parser, machine, median_seconds, write_json
 
 
 def _median(fn, repeats: int) -> float:
@@ -32,7 +32,7 @@ def run(model: str, image: Path, query: str, repeats: int) -> dict:
     vi = SphinxVi.load(model)
     img = vi.processor.load(image)
     box = (img.width * 0.25, img.height * 0.25, img.width * 0.6, img.height * 0.7)
-    result = {"model": model, "image_size": list(img.size), "threads": 2}
+    result = {"model": model, "image_size": list(img.size), "threads": 2, "machine": machine()}
     result["detect_s"] = _median(lambda: vi.answer(img, "detect", "en", category=query), repeats)
     grab = GrabCutSegmenter()
     result["segment_grabcut_s"] = _median(lambda: grab.segment(img, [box]), repeats)

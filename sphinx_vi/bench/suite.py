@@ -28,7 +28,7 @@ import torch
 
 from ..data import collate, collate_packed
 from ..packed_attention import use_packed_attention
-from . import command_parser, write_json
+from . import command_parser, machine, write_json
 from .memory import PeakRSS
 
 RATIO_KEYS = {  # ratio key → (case, metric, higher_is_better_for_ours_metric)
@@ -199,8 +199,7 @@ def run_suite(sizes: list[str], reps: int, iters: int, loader: bool = True) -> d
     from tqdm import tqdm
 
     result: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "threads_per_side": 2, "torch": torch.__version__,
+        "machine": {**machine(), "platform": platform.platform(), "threads_per_side": 2,
                     "transformers": __import__("transformers").__version__, "dtype": "float32"},
         "protocol": f"{reps} interleaved A/B repetitions per case and size, each side a fresh process; "
                     f"{iters} timed calls after warm-up per process; ratio = median over all timed calls; "
@@ -262,7 +261,7 @@ def _summarise(case: str, by_side: dict[str, list[dict]]) -> dict[str, Any]:
 
 
 def format_table(r: dict[str, Any]) -> str:
-    lines = [f"machine: {r['machine']['processor']}, {r['machine']['cpus']} CPUs, 2 threads per side, fp32, "
+    lines = [f"machine: {r['machine']['cpu']}, {r['machine']['cpus']} CPUs, 2 threads per side, fp32, "
              f"torch {r['machine']['torch']}, transformers {r['machine']['transformers']}", ""]
     lines.append(f"{'size':<6}{'case':<11}{'metric':<34}{'sphinx_vi':>12}{'HF LLaVA':>12}{'ratio':>8}{'spread':>16}"
                  f"{'RSS ours/HF MB':>18}")

@@ -34,7 +34,7 @@ from ..data.world.shapes import WorldConfig
 from ..eval.runner import evaluate
 from ..train.merge import merge
 from ..train.recipes import stage1, stage2
-from .learn import generator_for, recipe_config
+from .learn import generator_for, recipe_config, stage_seeds
 from .towers import TowerPretrainConfig, pretrain_towers
 
 
@@ -107,6 +107,10 @@ class ClaimsConfig:
     stage0_steps: int = 1500
     stage1_steps: int = 200
     stage2_steps: int = 1200
+    jobs: int = 1  # seeds trained at once, each in its own process with cores / jobs threads
+
+
+BUDGET_FLAGS = ("train_images", "heldout_images", "eval_limit", "stage0_steps", "stage1_steps", "stage2_steps")
 
 
 def _key(*parts: Any) -> str:
@@ -129,20 +133,21 @@ def phase(work: Path, name: str, spec: dict[str, Any], make: Callable[[Path], Pa
 
 def train_variant(cfg: ClaimsConfig, v: Variant, seed: int, data: Path) -> Path:
     """The stage-2 model of variant `v` at seed `seed` (its phases shared with every variant that agrees so far)."""
+    seeds = stage_seeds(seed)
     s0 = {"towers": v.towers, "views_grid": v.views_grid, "seed": seed, "steps": cfg.stage0_steps, "data": str(data)}
     base = phase(cfg.work, "stage0", s0, lambda d: pretrain_towers(
-        TowerPretrainConfig(steps=cfg.stage0_steps, batch_size=32, init_seed=seed, seed=seed, towers=v.towers,
-                            views_grid=v.views_grid), d / "model"))
+        TowerPretrainConfig(steps=cfg.stage0_steps, batch_size=32, init_seed=seeds["stage0"], seed=seeds["stage0"],
+                            towers=v.towers, views_grid=v.views_grid), d / "model"))
     s1 = {"init": str(base), "max_steps": cfg.stage1_steps, **v.stage1}
     real = phase(cfg.work, "stage1_real", {**s1, "seed": seed}, lambda d: stage1(recipe_config(
-        "tiny_stage1.yaml", data=str(data), out=str(d / "run"), captions="real", seed=10 * seed + 1, **s1)))
+        "tiny_stage1.yaml", data=str(data), out=str(d / "run"), captions="real", seed=seeds["stage1_real"], **s1)))
     synth = phase(cfg.work, "stage1_synthetic", {**s1, "seed": seed}, lambda d: stage1(recipe_config(
-        "tiny_stage1.yaml", data=str(data), out=str(d / "run"), captions="synthetic", seed=10 * seed + 2, **s1)))
+        "tiny_stage1.yaml", data=str(data), out=str(d / "run"), captions="synthetic", seed=seeds["stage1_synthetic"], **s1)))
     merged = phase(cfg.work, "merge", {"real": str(real), "synthetic": str(synth), "beta": v.beta},
                    lambda d: merge(real, synth, v.beta, d / "model"))
     s2 = {"init": str(merged), "max_steps": cfg.stage2_steps, "save_every": cfg.stage2_steps, **v.stage2}
     return phase(cfg.work, "stage2", {**s2, "seed": seed}, lambda d: stage2(recipe_config(
-        "tiny_stage2.yaml", data=str(data), out=str(d / "run"), seed=seed, **s2)))
+        "tiny_stage2.yaml", data=str(data), out=str(d / "run"), seed=seeds["stage2"], **s2)))
 
 
 def worlds(cfg: ClaimsConfig) -> dict[str, Path]:
@@ -188,13 +193,39 @@ def verdict(claim: Claim, results: dict[str, list[float]]) -> str:
     return "does not hold"
 
 
-def run(cfg: ClaimsConfig) -> dict[str, Any]:
-    chosen = [c for c in CLAIMS if c.key in cfg.claims]
-    unknown = set(cfg.claims) - {c.key for c in CLAIMS}
+def budget(cfg: ClaimsConfig) -> dict[str, Any]:
+    """What every variant's result depends on besides its own settings (two reports can be joined when it agrees)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in ("out", "work", "claims", "jobs")}
+
+
+def previous(cfg: ClaimsConfig) -> dict[str, Any]:
+    """The claims already in `cfg.out/claims.json` when they were measured at this budget (else none): a run of some
+    claims adds to the report instead of replacing it."""
+    path = cfg.out / "claims.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("budget") != budget(cfg):
+        print(f"[claims] {path} was measured at another budget: its claims are not kept")
+        return {}
+    return old.get("claims", {})
+
+
+def chosen_claims(keys: tuple[str, ...]) -> list[Claim]:
+    """The claims named by `keys`, in that order."""
+    by_key = {c.key: c for c in CLAIMS}
+    unknown = [k for k in keys if k not in by_key]
     if unknown:
-        raise ValueError(f"unknown claim(s) {sorted(unknown)}; known: {', '.join(c.key for c in CLAIMS)}")
+        raise ValueError(f"unknown claim(s) {unknown}; known: {', '.join(by_key)}")
+    return [by_key[k] for k in keys]
+
+
+def run(cfg: ClaimsConfig) -> dict[str, Any]:
+    chosen = chosen_claims(cfg.claims)
     paths = worlds(cfg)
-    out: dict[str, Any] = {"budget": {k: v for k, v in asdict(cfg).items() if k not in ("out", "work")}, "claims": {}}
+    if cfg.jobs > 1 and len(cfg.seeds) > 1:
+        train_seeds_in_parallel(cfg)  # every phase and score is then cached: the pass below only reads them
+    out: dict[str, Any] = {"budget": budget(cfg), "claims": previous(cfg)}
     cfg.out.mkdir(parents=True, exist_ok=True)
     for claim in chosen:
         rows: dict[str, dict[str, list[float]]] = {}
@@ -212,6 +243,33 @@ def run(cfg: ClaimsConfig) -> dict[str, Any]:
         (cfg.out / "claims.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))  # after every claim: partial results kept
     (cfg.out / "claims.md").write_text(claims_markdown(out), encoding="utf-8")
     return out
+
+
+def train_seeds_in_parallel(cfg: ClaimsConfig) -> None:
+    """Train and score every seed's variants in `cfg.jobs` worker processes at once (this process's command with one
+    seed each, the cores split between them); the phases they share are distinct per seed, so nothing collides."""
+    import os
+    import subprocess
+
+    threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    base = [sys.executable, "-m", "sphinx_vi.experiments.claims", "--work", str(cfg.work), "--claims", ",".join(cfg.claims),
+            "--jobs", "1", *(f"--{k.replace('_', '-')}={getattr(cfg, k)}" for k in BUDGET_FLAGS)]
+    pending = list(cfg.seeds)
+    running: list[tuple[int, subprocess.Popen]] = []
+    failed = []
+    while pending or running:
+        while pending and len(running) < cfg.jobs:
+            seed = pending.pop(0)
+            log = (cfg.work / f"seed-{seed}.log").open("a")
+            cmd = [*base, "--seeds", str(seed), "--out", str(cfg.work / "per_seed" / f"seed-{seed}")]
+            print(f"[claims] seed {seed}: {' '.join(cmd[1:])} (log {log.name})")
+            running.append((seed, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
+        seed, proc = running.pop(0)
+        if proc.wait() != 0:
+            failed.append(seed)
+    if failed:
+        raise RuntimeError(f"seed(s) {failed} failed; see {cfg.work}/seed-*.log (a rerun resumes where they stopped)")
 
 
 def plot_claim(claim: Claim, rows: dict[str, dict[str, list[float]]], path: Path) -> None:
@@ -238,8 +296,9 @@ def plot_claim(claim: Claim, rows: dict[str, dict[str, list[float]]], path: Path
 def claims_markdown(out: dict[str, Any]) -> str:
     b = out["budget"]
     lines = ["# The seeds' claims, measured in miniature", "",
-             "Made by `.venv/bin/python -m sphinx_vi.experiments.claims --out reports/learning/claims --work runs/claims` "
-             f"on a 2-core CPU. Budget per variant: stage 0 {b['stage0_steps']} steps, stage 1 {b['stage1_steps']}, stage 2 "
+             f"Made by `.venv/bin/python -m sphinx_vi.experiments.claims --out reports/learning/claims --work runs/claims "
+             f"--seeds {' '.join(map(str, b['seeds']))} --jobs 2 --claims {','.join(out['claims'])}` "
+             f"on a 2-core CPU (fp32). Budget per variant: stage 0 {b['stage0_steps']} steps, stage 1 {b['stage1_steps']}, stage 2 "
              f"{b['stage2_steps']}, on {b['train_images']} training images; {b['eval_limit']} held-out samples per task; seeds "
              f"{', '.join(map(str, b['seeds']))}. Mean [min, max] over the seeds.", "",
              "| claim | the seed says | we measured | verdict |", "| --- | --- | --- | --- |"]
@@ -264,14 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, required=True, help="worlds and every phase's runs (kept: reruns resume and reuse)")
     p.add_argument("--claims", default=",".join(c.key for c in CLAIMS), help="comma-separated claim keys")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    for name in ("train_images", "heldout_images", "eval_limit", "stage0_steps", "stage1_steps", "stage2_steps"):
+    for name in BUDGET_FLAGS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(ClaimsConfig, name))
+    p.add_argument("--jobs", type=int, default=1, help="seeds trained at once (each in its own process, the cores split)")
     args = p.parse_args(argv)
-    cfg = ClaimsConfig(args.out, args.work, tuple(args.claims.split(",")), tuple(args.seeds), args.train_images,
-                       args.heldout_images, args.eval_limit, args.stage0_steps, args.stage1_steps, args.stage2_steps)
+    cfg = ClaimsConfig(args.out, args.work, tuple(args.claims.split(",")), tuple(args.seeds),
+                       **{name: getattr(args, name) for name in BUDGET_FLAGS}, jobs=args.jobs)
     try:
         run(cfg)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -47,6 +47,12 @@ def recipe_config(name: str, **overrides):
     return load_config(CONFIGS / name, overrides)
 
 
+def stage_seeds(seed: int) -> dict[str, int]:
+    """The seed of each phase of a run at `seed` (stage 0's init and scenes, each stage-1 run's data order, stage 2's);
+    seed 0 gives the recipe's own seeds. The worlds do not move: train seed 0, held-out seed 1."""
+    return {"stage0": seed, "stage1_real": 10 * seed + 1, "stage1_synthetic": 10 * seed + 2, "stage2": seed}
+
+
 def generator_for(checkpoint: Path) -> Generator:
     """A greedy answerer over the checkpoint (what the eval runner asks)."""
     return Generator(*load_checkpoint(checkpoint))
@@ -104,6 +110,7 @@ class LearnConfig:
     stage1_steps: int | None = None  # None: tiny_stage1.yaml's max_steps
     stage2_steps: int | None = None  # None: tiny_stage2.yaml's max_steps
     ablation_steps: int = 600
+    seed: int = 0  # every phase's seed (stage_seeds); the worlds stay fixed
 
 
 class Laps:
@@ -142,16 +149,18 @@ def train_pipeline(cfg: LearnConfig, lap: Laps) -> Trained:
     with lap("synthesize"):
         synthesize(data, cfg.train_images, seed=0)
         synthesize(heldout, cfg.heldout_images, seed=1)
+    seeds = stage_seeds(cfg.seed)
     with lap("stage0"):
-        base = pretrain_towers(TowerPretrainConfig(steps=cfg.stage0_steps, batch_size=32), cfg.work / "stage0")
+        base = pretrain_towers(TowerPretrainConfig(steps=cfg.stage0_steps, batch_size=32, init_seed=seeds["stage0"],
+                                                   seed=seeds["stage0"]), cfg.work / "stage0")
     s1 = {"init": str(base), **({"max_steps": cfg.stage1_steps} if cfg.stage1_steps else {})}
     with lap("stage1_real"):
-        real = stage1(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_real"), captions="real", seed=1, **s1))
+        real = stage1(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_real"), captions="real", seed=seeds["stage1_real"], **s1))
     with lap("stage1_synthetic"):
         synth = stage1(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_synthetic"), captions="synthetic",
-                               seed=2, **s1))
+                               seed=seeds["stage1_synthetic"], **s1))
     merged = merge(real, synth, 0.5, cfg.work / "merged")
-    s2 = dict(data=str(data), out=str(cfg.work / "stage2"), init=str(merged), keep_checkpoints=100,
+    s2 = dict(data=str(data), out=str(cfg.work / "stage2"), init=str(merged), keep_checkpoints=100, seed=seeds["stage2"],
               **({"max_steps": cfg.stage2_steps} if cfg.stage2_steps else {}))
     cfg2 = recipe_config("tiny_stage2.yaml", **s2)
     with lap("stage2"):
@@ -165,12 +174,14 @@ def ablate(cfg: LearnConfig, run: Trained, lap: Laps) -> dict[str, Any]:
     for name, init in (("merged", run.merged), ("real_only", run.real), ("synthetic_only", run.synthetic)):
         with lap(f"ablation_stage2_{name}"):
             model = stage2(recipe_config("tiny_stage2.yaml", data=str(run.data), out=str(cfg.work / f"ablation_stage2_{name}"),
-                                   init=str(init), max_steps=cfg.ablation_steps, save_every=cfg.ablation_steps))
+                                   init=str(init), max_steps=cfg.ablation_steps, save_every=cfg.ablation_steps,
+                                   seed=stage_seeds(cfg.seed)["stage2"]))
             r = evaluate(generator_for(model), run.heldout, limit=cfg.eval_limit, tasks=["rec", "vqa"])
             out[f"stage2_from_{name}"] = {k: v for k, v in r.items() if not k.startswith("_")}
     with lap("ablation_text_mixing"):
         no_text = stage1(recipe_config("tiny_stage1.yaml", data=str(run.data), out=str(cfg.work / "stage1_synthetic_no_text"),
-                                 captions="synthetic", seed=2, text_loss_weight=0.0, **run.stage1))
+                                 captions="synthetic", seed=stage_seeds(cfg.seed)["stage1_synthetic"], text_loss_weight=0.0,
+                                 **run.stage1))
         out["stage1_text_loss_heldout"] = {
             "with_text_mixing": evaluate(generator_for(run.synthetic), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
             "without_text_mixing": evaluate(generator_for(no_text), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
@@ -217,7 +228,7 @@ def run(cfg: LearnConfig) -> dict[str, Any]:
     result.update({"rec_examples": [(r.question, r.answer) for r in rec_results[:5]], "rec_curve": curve,
                    "main_pipeline_minutes": round((time.perf_counter() - lap.start) / 60, 1), "timings_s": lap.seconds,
                    "train_images": cfg.train_images, "heldout_images": cfg.heldout_images, "eval_limit": cfg.eval_limit,
-                   "stage2_steps": trained.stage2_steps, "stage0_steps": cfg.stage0_steps,
+                   "stage2_steps": trained.stage2_steps, "stage0_steps": cfg.stage0_steps, "seed": cfg.seed,
                    "stage1_text_loss": stage1_text, "text_loss_vs_stage1": result_ratio(report["text_loss"], stage1_text)})
     if cfg.ablations:
         result["ablations"] = ablate(cfg, trained, lap)
@@ -284,10 +295,12 @@ def main() -> None:
     p.add_argument("--ablation-steps", type=int, default=600)
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--embed", action="store_true", help="install the result as the embedded tiny-shapes model")
+    p.add_argument("--seed", type=int, default=0, help="every phase's seed (init, data order, dropout); the worlds stay fixed")
     args = p.parse_args()
     torch.set_num_threads(2)
     run(LearnConfig(args.out, args.work, args.train_images, args.heldout_images, args.eval_limit, not args.no_ablations,
-                    args.embed, args.stage0_steps, args.stage1_steps, args.stage2_steps, args.ablation_steps))
+                    args.embed, args.stage0_steps, args.stage1_steps, args.stage2_steps, args.ablation_steps,
+                    args.seed))
 
 
 if __name__ == "__main__":
