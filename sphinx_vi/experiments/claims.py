@@ -35,6 +35,7 @@ from ..eval.runner import evaluate
 from ..train.merge import merge
 from ..train.recipes import stage1, stage2
 from .learn import generator_for, recipe_config, stage_seeds
+from .runs import spread
 from .towers import TowerPretrainConfig, pretrain_towers
 
 
@@ -58,7 +59,7 @@ class Claim:
     variants: tuple[Variant, ...]
     better: str  # the variant the claim says wins
     metric: str = "rec_acc50"  # what decides the verdict (eval report key)
-    also: tuple[str, ...] = ("vqa_acc", "text_loss")  # reported beside it
+    also: tuple[str, ...] = ("rec_miou", "vqa_acc", "text_loss")  # reported beside it
     heldout: str = "heldout"  # "heldout" or "small_objects"
     tasks: tuple[str, ...] = ("rec", "vqa")  # the eval runner's tasks that give them (the text losses always come)
 
@@ -78,10 +79,10 @@ CLAIMS: tuple[Claim, ...] = (
           better="LLM trained in stage 1"),
     Claim("text_stage1", "SPHINX / VILA", "Text-only data in stage 1 keeps language without costing grounding.",
           (Variant("text on in stage 1"), Variant("text off in stage 1", stage1=TEXT_OFF)), better="text on in stage 1",
-          metric="text_loss", also=("rec_acc50", "vqa_acc")),
+          metric="text_loss", also=("rec_acc50", "rec_miou", "vqa_acc")),
     Claim("text_stage2", "SPHINX / VILA", "Text-only data in stage 2 keeps language without costing grounding.",
           (Variant("text on in stage 2"), Variant("text off in stage 2", stage2=TEXT_OFF)), better="text on in stage 2",
-          metric="text_loss", also=("rec_acc50", "vqa_acc")),
+          metric="text_loss", also=("rec_acc50", "rec_miou", "vqa_acc")),
     Claim("lora", "LLaVA scaling study", "LoRA (alpha = 2r) in stage 2 comes close to tuning the full LLM.",
           (Variant("full LLM"), Variant("LoRA r=16", stage2={"trainable": ["projector", "llm_lora"], "lora_rank": 16})),
           better="full LLM"),
@@ -176,10 +177,6 @@ def score(work: Path, model: Path, heldout: Path, claim: Claim, limit: int) -> d
     return {k: report[k] for k in (claim.metric, *claim.also) if k in report}
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
 def verdict(claim: Claim, results: dict[str, list[float]]) -> str:
     """'holds' (the claimed-better variant's worst seed beats every other's best), 'holds on the mean', or 'does not
     hold', in the metric's direction."""
@@ -234,7 +231,7 @@ def run(cfg: ClaimsConfig) -> dict[str, Any]:
                 model = train_variant(cfg, v, seed, paths["train"])
                 for k, x in score(cfg.work, model, paths[claim.heldout], claim, cfg.eval_limit).items():
                     rows.setdefault(v.name, {}).setdefault(k, []).append(x)
-                print(f"[claims] {claim.key} / {v.name} / seed {seed}: {claim.metric} {rows[v.name][claim.metric][-1]:.3f}")
+                print(f"[claims] {claim.key} / {v.name} / seed {seed}: {claim.metric} {rows[v.name][claim.metric][-1]:.3f}", flush=True)
         decided = {name: r[claim.metric] for name, r in rows.items()}
         out["claims"][claim.key] = {"source": claim.source, "says": claim.says, "metric": claim.metric, "better": claim.better,
                                     "heldout": claim.heldout, "verdict": verdict(claim, decided),
