@@ -292,3 +292,13 @@ def test_a_deepspeed_launch_is_refused_where_accelerate_did_not_start_deepspeed(
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(EngineUnavailableError, match="asks for DeepSpeed"):
         check_engine(accelerator)
+
+
+def test_a_text_only_batch_while_only_the_projector_trains_is_a_zero_gradient_step_not_a_crash(world, tmp_path):
+    """Text-only samples never reach the projector: such a step used to stop stage 2 with "does not require grad"
+    (the claims harness's GIT-LLM projector-only variant). It is now a step with a zero gradient."""
+    final = stage2(_cfg(world, tmp_path / "proj", mixture={"text": 1.0}, trainable=["projector"], text_loss_weight=0.0,
+                        max_steps=2))
+    rows = read_metrics(tmp_path / "proj" / "metrics.jsonl")
+    assert [r["step"] for r in rows if "loss" in r][-1] == 2 and all(r["grad_norm"] == 0.0 for r in rows if "grad_norm" in r)
+    assert (final / "model.safetensors").exists()

@@ -227,7 +227,10 @@ def train_step(run: Run, step: int) -> StepResult:
                 loss_sums[s.name] += total.item()
                 run.seen += batch["input_ids"].shape[0]
             if terms:
-                accelerator.backward(torch.stack(terms).sum())
+                loss = torch.stack(terms).sum()
+                if not loss.requires_grad:  # no batch reached a trained parameter (text only, the projector alone trained):
+                    loss = loss + sum(0.0 * p.sum() for p in model.parameters() if p.requires_grad)  # a zero gradient,
+                accelerator.backward(loss)  # and every process still makes this backward, as the engines need
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
     run.optimizer.step()
     run.scheduler.step()
