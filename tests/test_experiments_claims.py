@@ -60,6 +60,7 @@ def test_seeds_train_in_parallel_workers_and_a_later_claim_joins_the_report_at_t
     assert list(both["claims"]) == ["text_stage2", "lora"] and both["claims"]["text_stage2"] == first["claims"]["text_stage2"]
     md = (tmp_path / "out" / "claims.md").read_text()
     assert "--claims text_stage2,lora" in md and "## lora" in md and "## text_stage2" in md
+    assert f"--work {tmp_path / 'work'} --seeds 0 1 --jobs 1" in md and "--eval-limit 2" in md  # the command as run
     assert all(trained[p] == p.stat().st_mtime for p in trained)  # the shared phases were reused, not retrained
     other = run(ClaimsConfig(tmp_path / "out", tmp_path / "work", claims=("lora",), **{**toy, "eval_limit": 3}))
     assert list(other["claims"]) == ["lora"]  # measured at another budget: the old claims are not mixed in

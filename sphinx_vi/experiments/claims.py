@@ -24,6 +24,7 @@ import json
 import shutil
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,6 +111,8 @@ class ClaimsConfig:
     stage2_steps: int = 1200
     jobs: int = 1  # seeds trained at once, each in its own process with cores / jobs threads
 
+
+POLL_S = 2.0  # how often the parallel driver looks for a finished worker
 
 BUDGET_FLAGS = ("train_images", "heldout_images", "eval_limit", "stage0_steps", "stage1_steps", "stage2_steps")
 
@@ -208,6 +211,14 @@ def previous(cfg: ClaimsConfig) -> dict[str, Any]:
     return old.get("claims", {})
 
 
+def command_line(cfg: ClaimsConfig, claims: list[str]) -> str:
+    """The command that remakes a report of `claims` (every budget flag spelled out; the work directory and the job
+    count only decide where and how fast it trains)."""
+    flags = " ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in BUDGET_FLAGS)
+    return (f".venv/bin/python -m sphinx_vi.experiments.claims --out {cfg.out} --work {cfg.work} --seeds "
+            f"{' '.join(map(str, cfg.seeds))} --jobs {cfg.jobs} --claims {','.join(claims)} {flags}")
+
+
 def chosen_claims(keys: tuple[str, ...]) -> list[Claim]:
     """The claims named by `keys`, in that order."""
     by_key = {c.key: c for c in CLAIMS}
@@ -222,7 +233,7 @@ def run(cfg: ClaimsConfig) -> dict[str, Any]:
     paths = worlds(cfg)
     if cfg.jobs > 1 and len(cfg.seeds) > 1:
         train_seeds_in_parallel(cfg)  # every phase and score is then cached: the pass below only reads them
-    out: dict[str, Any] = {"budget": budget(cfg), "claims": previous(cfg)}
+    out: dict[str, Any] = {"budget": budget(cfg), "command": "", "claims": previous(cfg)}
     cfg.out.mkdir(parents=True, exist_ok=True)
     for claim in chosen:
         rows: dict[str, dict[str, list[float]]] = {}
@@ -236,6 +247,7 @@ def run(cfg: ClaimsConfig) -> dict[str, Any]:
         out["claims"][claim.key] = {"source": claim.source, "says": claim.says, "metric": claim.metric, "better": claim.better,
                                     "heldout": claim.heldout, "verdict": verdict(claim, decided),
                                     "variants": {name: {k: {**spread(xs), "seeds": xs} for k, xs in r.items()} for name, r in rows.items()}}
+        out["command"] = command_line(cfg, list(out["claims"]))  # a joined report names the claims it kept too
         plot_claim(claim, rows, cfg.out / f"claim_{claim.key}.png")
         (cfg.out / "claims.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))  # after every claim: partial results kept
     (cfg.out / "claims.md").write_text(claims_markdown(out), encoding="utf-8")
@@ -253,18 +265,22 @@ def train_seeds_in_parallel(cfg: ClaimsConfig) -> None:
     base = [sys.executable, "-m", "sphinx_vi.experiments.claims", "--work", str(cfg.work), "--claims", ",".join(cfg.claims),
             "--jobs", "1", *(f"--{k.replace('_', '-')}={getattr(cfg, k)}" for k in BUDGET_FLAGS)]
     pending = list(cfg.seeds)
-    running: list[tuple[int, subprocess.Popen]] = []
+    running: dict[int, tuple[subprocess.Popen, Any]] = {}
     failed = []
     while pending or running:
         while pending and len(running) < cfg.jobs:
             seed = pending.pop(0)
             log = (cfg.work / f"seed-{seed}.log").open("a")
             cmd = [*base, "--seeds", str(seed), "--out", str(cfg.work / "per_seed" / f"seed-{seed}")]
-            print(f"[claims] seed {seed}: {' '.join(cmd[1:])} (log {log.name})")
-            running.append((seed, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
-        seed, proc = running.pop(0)
-        if proc.wait() != 0:
-            failed.append(seed)
+            print(f"[claims] seed {seed}: {' '.join(cmd[1:])} (log {log.name})", flush=True)
+            running[seed] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+        time.sleep(POLL_S)
+        for seed, (proc, log) in list(running.items()):  # whichever worker ends first frees its slot
+            if proc.poll() is not None:
+                log.close()
+                del running[seed]
+                if proc.returncode != 0:
+                    failed.append(seed)
     if failed:
         raise RuntimeError(f"seed(s) {failed} failed; see {cfg.work}/seed-*.log (a rerun resumes where they stopped)")
 
@@ -293,8 +309,7 @@ def plot_claim(claim: Claim, rows: dict[str, dict[str, list[float]]], path: Path
 def claims_markdown(out: dict[str, Any]) -> str:
     b = out["budget"]
     lines = ["# The seeds' claims, measured in miniature", "",
-             f"Made by `.venv/bin/python -m sphinx_vi.experiments.claims --out reports/learning/claims --work runs/claims "
-             f"--seeds {' '.join(map(str, b['seeds']))} --jobs 2 --claims {','.join(out['claims'])}` "
+             f"Made by `{out['command']}` "
              f"on a 2-core CPU (fp32). Budget per variant: stage 0 {b['stage0_steps']} steps, stage 1 {b['stage1_steps']}, stage 2 "
              f"{b['stage2_steps']}, on {b['train_images']} training images; {b['eval_limit']} held-out samples per task; seeds "
              f"{', '.join(map(str, b['seeds']))}. Mean [min, max] over the seeds.", "",
