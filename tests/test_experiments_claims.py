@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from sphinx_vi.experiments.claims import CLAIMS, Claim, ClaimsConfig, Variant, run, verdict
+from sphinx_vi.eval.runner import evaluate
+from sphinx_vi.experiments.claims import CLAIMS, Claim, ClaimsConfig, Variant, run, train_variant, verdict, worlds
+from sphinx_vi.experiments.learn import generator_for
 
 
 def _claim(metric="rec_acc50"):
@@ -42,6 +44,19 @@ def test_claims_run_at_toy_scale_share_phases_and_resume_without_retraining(tmp_
     before = {p: p.stat().st_mtime for p in (tmp_path / "work").glob("stage*/done.json")}
     run(cfg)  # everything is there: nothing is trained again
     assert {p: p.stat().st_mtime for p in (tmp_path / "work").glob("stage*/done.json")} == before
+
+
+def test_text_in_stage_1_is_decided_on_the_merged_stage_1_models_language_with_the_final_model_beside_it(tmp_path):
+    cfg = ClaimsConfig(tmp_path / "out", tmp_path / "work", claims=("text_stage1",), seeds=(0,), train_images=24,
+                       heldout_images=6, eval_limit=2, stage0_steps=1, stage1_steps=1, stage2_steps=1)
+    got = run(cfg)["claims"]["text_stage1"]
+    assert got["metric"] == "stage1_text_loss" and list(got["variants"]["text off in stage 1"])[:2] == ["stage1_text_loss", "text_loss"]
+    claim = next(c for c in CLAIMS if c.key == "text_stage1")
+    models = train_variant(cfg, claim.variants[1], 0, worlds(cfg)["train"])  # trained already: only looked up
+    heldout = worlds(cfg)["heldout"]
+    for stage, key in ((models.stage1, "stage1_text_loss"), (models.stage2, "text_loss")):
+        direct = evaluate(generator_for(stage), heldout, limit=2, tasks=[])["text_loss"]
+        assert got["variants"]["text off in stage 1"][key]["seeds"] == [pytest.approx(direct)]
 
 
 def test_an_unknown_claim_is_named(tmp_path):

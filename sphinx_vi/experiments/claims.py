@@ -63,9 +63,10 @@ class Claim:
     also: tuple[str, ...] = ("rec_miou", "vqa_acc", "text_loss")  # reported beside it
     heldout: str = "heldout"  # "heldout" or "small_objects"
     tasks: tuple[str, ...] = ("rec", "vqa")  # the eval runner's tasks that give them (the text losses always come)
+    after_stage1: bool = False  # also score the merged stage-1 model's text losses (as stage1_text_loss, ...)
 
 
-LOWER_IS_BETTER = ("text_loss", "text_instruction_loss")
+LOWER_IS_BETTER = ("text_loss", "text_instruction_loss", "stage1_text_loss")
 TEXT_OFF = {"text_loss_weight": 0.0}
 CLAIMS: tuple[Claim, ...] = (
     Claim("towers", "SPHINX", "Mixing visual encoders beats each single encoder.",
@@ -80,7 +81,7 @@ CLAIMS: tuple[Claim, ...] = (
           better="LLM trained in stage 1"),
     Claim("text_stage1", "SPHINX / VILA", "Text-only data in stage 1 keeps language without costing grounding.",
           (Variant("text on in stage 1"), Variant("text off in stage 1", stage1=TEXT_OFF)), better="text on in stage 1",
-          metric="text_loss", also=("rec_acc50", "rec_miou", "vqa_acc")),
+          metric="stage1_text_loss", also=("text_loss", "rec_acc50", "rec_miou", "vqa_acc"), after_stage1=True),
     Claim("text_stage2", "SPHINX / VILA", "Text-only data in stage 2 keeps language without costing grounding.",
           (Variant("text on in stage 2"), Variant("text off in stage 2", stage2=TEXT_OFF)), better="text on in stage 2",
           metric="text_loss", also=("rec_acc50", "rec_miou", "vqa_acc")),
@@ -135,8 +136,16 @@ def phase(work: Path, name: str, spec: dict[str, Any], make: Callable[[Path], Pa
     return model
 
 
-def train_variant(cfg: ClaimsConfig, v: Variant, seed: int, data: Path) -> Path:
-    """The stage-2 model of variant `v` at seed `seed` (its phases shared with every variant that agrees so far)."""
+@dataclass(frozen=True)
+class Trained:
+    """What one variant's pipeline made: the merged stage-1 model and the stage-2 model trained from it."""
+
+    stage1: Path
+    stage2: Path
+
+
+def train_variant(cfg: ClaimsConfig, v: Variant, seed: int, data: Path) -> Trained:
+    """The models of variant `v` at seed `seed` (its phases shared with every variant that agrees so far)."""
     seeds = stage_seeds(seed)
     s0 = {"towers": v.towers, "views_grid": v.views_grid, "seed": seed, "steps": cfg.stage0_steps, "data": str(data)}
     base = phase(cfg.work, "stage0", s0, lambda d: pretrain_towers(
@@ -150,8 +159,8 @@ def train_variant(cfg: ClaimsConfig, v: Variant, seed: int, data: Path) -> Path:
     merged = phase(cfg.work, "merge", {"real": str(real), "synthetic": str(synth), "beta": v.beta},
                    lambda d: merge(real, synth, v.beta, d / "model"))
     s2 = {"init": str(merged), "max_steps": cfg.stage2_steps, "save_every": cfg.stage2_steps, **v.stage2}
-    return phase(cfg.work, "stage2", {**s2, "seed": seed}, lambda d: stage2(recipe_config(
-        "tiny_stage2.yaml", data=str(data), out=str(d / "run"), seed=seeds["stage2"], **s2)))
+    return Trained(merged, phase(cfg.work, "stage2", {**s2, "seed": seed}, lambda d: stage2(recipe_config(
+        "tiny_stage2.yaml", data=str(data), out=str(d / "run"), seed=seeds["stage2"], **s2))))
 
 
 def worlds(cfg: ClaimsConfig) -> dict[str, Path]:
@@ -169,14 +178,22 @@ def worlds(cfg: ClaimsConfig) -> dict[str, Path]:
     return paths
 
 
-def score(work: Path, model: Path, heldout: Path, claim: Claim, limit: int) -> dict[str, float]:
-    """The claim's metrics of `model` on `heldout`; a model shared by several claims is evaluated once per task set."""
-    cache = work / "scores" / f"{_key(str(model), str(heldout), claim.tasks, limit)}.json"
+def score(work: Path, model: Path, heldout: Path, tasks: tuple[str, ...], limit: int) -> dict[str, float]:
+    """The numeric eval report of `model` on `heldout` for `tasks` (plus the text losses); cached, so a model shared by
+    several claims is evaluated once per task set."""
+    cache = work / "scores" / f"{_key(str(model), str(heldout), tasks, limit)}.json"
     if not cache.exists():
-        report = evaluate(generator_for(model), heldout, limit=limit, tasks=list(claim.tasks))
+        report = evaluate(generator_for(model), heldout, limit=limit, tasks=list(tasks))
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
-    report = json.loads(cache.read_text())
+    return json.loads(cache.read_text())
+
+
+def claim_metrics(cfg: ClaimsConfig, claim: Claim, models: Trained, heldout: Path) -> dict[str, float]:
+    """The claim's metric and the ones reported beside it, in that order."""
+    report = score(cfg.work, models.stage2, heldout, claim.tasks, cfg.eval_limit)
+    if claim.after_stage1:
+        report |= {f"stage1_{k}": x for k, x in score(cfg.work, models.stage1, heldout, (), cfg.eval_limit).items()}
     return {k: report[k] for k in (claim.metric, *claim.also) if k in report}
 
 
@@ -239,8 +256,8 @@ def run(cfg: ClaimsConfig) -> dict[str, Any]:
         rows: dict[str, dict[str, list[float]]] = {}
         for v in claim.variants:
             for seed in cfg.seeds:
-                model = train_variant(cfg, v, seed, paths["train"])
-                for k, x in score(cfg.work, model, paths[claim.heldout], claim, cfg.eval_limit).items():
+                models = train_variant(cfg, v, seed, paths["train"])
+                for k, x in claim_metrics(cfg, claim, models, paths[claim.heldout]).items():
                     rows.setdefault(v.name, {}).setdefault(k, []).append(x)
                 print(f"[claims] {claim.key} / {v.name} / seed {seed}: {claim.metric} {rows[v.name][claim.metric][-1]:.3f}", flush=True)
         decided = {name: r[claim.metric] for name, r in rows.items()}
