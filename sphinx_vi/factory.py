@@ -164,6 +164,18 @@ def provenance(name_or_path: str) -> dict[str, Any]:
     return out
 
 
+def load_config_and_processor(name_or_path: str) -> tuple[SphinxViConfig, SphinxViProcessor]:
+    """What `load_model(name_or_path)` would load, without the weights: the model config and the processor."""
+    if _kind(name_or_path) != "preset":
+        directory = resolve_checkpoint(name_or_path)
+        config = SphinxViConfig.from_pretrained(directory)
+        return config, SphinxViProcessor.from_pretrained(directory, config=config)
+    if name_or_path not in list_presets():
+        raise FileNotFoundError(f"{name_or_path!r} is neither a checkpoint directory nor a preset ({', '.join(list_presets())})")
+    config = SphinxViConfig(**preset_config_dict(name_or_path))
+    return config, SphinxViProcessor.from_model_config(config, allow_download=allow_download_default())
+
+
 def load_model(name_or_path: str, *, seed: int = 0, device: str | torch.device = "cpu",
                dtype: DType | torch.dtype | None = None, quantization: Quantization | None = None) -> LoadedModel:
     """A checkpoint directory if one exists at that path (or an embedded name), else a preset of that name."""

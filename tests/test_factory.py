@@ -12,6 +12,7 @@ from sphinx_vi.factory import (
     build_from_config,
     build_from_preset,
     load_checkpoint,
+    load_config_and_processor,
     load_model,
     resolve_checkpoint,
     save_checkpoint,
@@ -81,6 +82,18 @@ def test_names_resolve_to_checkpoints_presets_or_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_checkpoint(tmp_path / "empty")
+
+
+def test_config_and_processor_without_weights_are_what_loading_the_model_gives():
+    for name in ("tiny-shapes", "tiny"):  # an embedded checkpoint, a preset
+        loaded = load_model(name)
+        config, processor = load_config_and_processor(name)
+        assert config.to_dict() | {"_name_or_path": ""} == loaded.model.config.to_dict() | {"_name_or_path": ""}
+        assert processor.settings == loaded.processor.settings
+        assert processor.tokenizer.get_vocab() == loaded.processor.tokenizer.get_vocab()
+        assert processor.tokenizer.chat_template == loaded.processor.tokenizer.chat_template
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint directory nor a preset"):
+        load_config_and_processor("nowhere")
 
 
 def test_a_checkpoint_missing_weights_is_refused_not_filled_at_random(tmp_path):

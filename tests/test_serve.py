@@ -194,6 +194,17 @@ def test_a_body_over_the_size_limit_is_refused_unread(guarded):
     assert reply.status_code == 413 and "limit" in reply.json()["error"]["message"]
 
 
+def test_a_chunked_body_is_counted_as_it_arrives(guarded):
+    def post(text: str, copies: int) -> httpx.Response:
+        body = (b'{"max_tokens": 2, "messages": [{"role": "user", "content": "', *[text.encode()] * copies, b'"}]}')
+        return httpx.post(guarded.url + "/v1/chat/completions", content=iter(body), timeout=60,  # no Content-Length: chunked
+                          headers={"content-type": "application/json", "authorization": "Bearer s3cret"})
+
+    over = post("x" * 100_000, 21)
+    assert over.status_code == 413 and "limit" in over.json()["error"]["message"]
+    assert post("Xin chào ", 2).status_code == 200
+
+
 def test_stop_strings_are_cut_across_streamed_pieces():
     cutter = StopCutter(["\n###"])
     sent = [cutter.feed(p) for p in ("Có ", "hai\n#", "## Human: thêm")]

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from transformers.cli.serving.server import build_server
-from transformers.cli.serving.utils import GenerationState
+from transformers.cli.serving.utils import EngineDeadError, GenerationState
 
 from .config import ServeConfig
 from .engine import SphinxViModelManager
@@ -20,7 +20,7 @@ from .handler import GroundedChatHandler
 
 SERVED_ROUTES = ("/v1/chat/completions", "/v1/models", "/health")  # transformers' other routes serve other model kinds
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "request_too_large",
-                422: "invalid_request_error"}
+                422: "invalid_request_error", 503: "service_unavailable"}
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -54,31 +54,52 @@ class Gate:
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await _send_error(send, 413, f"request body is {length} bytes, above the server's limit of {self.max_bytes}")
             return
-        received = 0
+        if length is None:  # chunked: read here, so that a body over the limit is refused before the app starts
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                size, more = size + len(chunks[-1]), message.get("more_body", False)
+                if size > self.max_bytes:
+                    await _send_error(send, 413, f"request body is above the server's limit of {self.max_bytes} bytes")
+                    return
+            receive = _replay(b"".join(chunks), receive)
+        await self.app(scope, receive, send)
 
-        async def limited() -> Message:  # a body without Content-Length (chunked) is counted as it arrives
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise HTTPException(413, f"request body is above the server's limit of {self.max_bytes} bytes")
-            return message
 
-        await self.app(scope, limited, send)
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive`, with the body already read coming first."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def build_app(config: ServeConfig) -> FastAPI:
-    """The FastAPI app serving `config.model` (loaded now, strictly)."""
-    manager = SphinxViModelManager(config)
+    """The FastAPI app serving `config.model` (loaded now, strictly, in the model's own process: a script calling this
+    needs the `if __name__ == "__main__":` guard, as the process is spawned)."""
     state = GenerationState(continuous_batching=False)  # transformers batches continuously only text-only LLMs
+    manager = SphinxViModelManager(config, state)
     chat = GroundedChatHandler(manager, state, config)
-    app = build_server(manager, chat, None, None, None, None, state)  # type: ignore[arg-type]  # their routes are removed below
+    app = build_server(manager, chat, None, None, None, None)  # type: ignore[arg-type]  # their routes are removed below
     ours = [r for r in app.router.routes if not str(getattr(r, "path", "")).startswith(("/v1", "/load", "/reset"))]
     app.router.routes = ours + [r for r in app.router.routes if getattr(r, "path", "") in SERVED_ROUTES]
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(ValueError)  # the request's fault, `generate`'s included (it crosses from the engine as one)
+    async def _bad_request(_request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse(error_body(400, str(exc)), status_code=400)
+
+    @app.exception_handler(EngineDeadError)  # the model's process died: /health says so too
+    async def _engine_dead(_request: Request, exc: EngineDeadError) -> JSONResponse:
+        return JSONResponse(error_body(503, str(exc)), status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

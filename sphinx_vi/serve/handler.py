@@ -1,29 +1,28 @@
 """`/v1/chat/completions` for a sphinx_vi model: transformers' chat handler with our prompt, grammar and boxes.
 
-transformers' `ChatCompletionHandler` validates the request, builds the generation config, runs
-`generate` on its inference thread and formats the OpenAI responses and SSE chunks. This handler
-changes what goes in (the image policy, our chat template and processor, the box-grammar logits
-processor, the template's stop strings, the context bound) and adds what comes out: per choice, a
-`grounding` field with the detections in pixels of the request's image.
+transformers' `ChatCompletionHandler` validates the request, maps its parameters to `generate`'s, has the engine
+generate and formats the OpenAI responses and SSE chunks. This handler changes what goes in (the image policy, our
+chat template and processor, the template's stop strings, the context bound; the engine adds the box grammar) and
+adds what comes out: per choice, a `grounding` field with the detections in pixels of the request's image.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from PIL import Image
-from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
+from transformers import GenerationConfig
 from transformers.cli.serving.chat_completion import ChatCompletionHandler
-from transformers.cli.serving.utils import GenerationState
+from transformers.cli.serving.utils import GenerationState, ModelNotServedError
 
 from ..grounding import read_answer
 from ..images import ImageTooLargeError
-from ..processing import PromptTooLongError
+from ..processing import PromptTooLongError, SphinxViProcessor
 from .config import ServeConfig
 from .engine import SphinxViModelManager
 from .messages import MessageError, read_messages
@@ -55,47 +54,40 @@ def _stops(body: dict[str, Any], template_stops: tuple[str, ...]) -> list[str]:
 class GroundedChatHandler(ChatCompletionHandler):
     def __init__(self, manager: SphinxViModelManager, state: GenerationState, config: ServeConfig) -> None:
         super().__init__(model_manager=manager, generation_state=state)
-        self.manager = manager
         self.config = config
 
     def _load_image(self, url: str) -> Image.Image:
         return load_request_image(url, root=self.config.image_root, max_pixels=self.config.max_image_pixels)
 
-    def _prepare(self, body: dict[str, Any]) -> tuple[dict[str, Any], Image.Image | None, list[str]]:
+    def _prepare(self, processor: SphinxViProcessor, body: dict[str, Any]) -> tuple[dict[str, Any], Image.Image | None, list[str]]:
         """The request → generate inputs, its image, its stop strings (runs off the event loop: decoding is CPU work)."""
-        processor = self.manager.generator.processor
         conversation, image = read_messages(body.get("messages"), self._load_image, self.config.max_prompt_chars)
         inputs = dict(processor(processor.apply_chat_template(conversation), [image] if image is not None else None))
-        stops = _stops(body, processor.stop_strings)
-        inputs["logits_processor"] = LogitsProcessorList([self.manager.generator.box_grammar])
-        if stops:
-            inputs["stopping_criteria"] = StoppingCriteriaList([StopStringCriteria(processor.tokenizer, stops)])
-        return inputs, image, stops
+        return inputs, image, _stops(body, processor.stop_strings)
 
-    def _build_generation_config(self, body: dict, model_generation_config: Any, use_cb: bool = False) -> Any:
-        """transformers' mapping of the request's parameters, with `stop` applied by our criteria (the tokenizer's, not
-        the processor's), the model's answer length unless the request names one, and sampling when asked for."""
-        body = {k: v for k, v in body.items() if k != "stop"}
+    def _build_generation_kwargs(self, body: dict, model_generation_config: GenerationConfig) -> dict:
+        """transformers' mapping of the request's parameters, but for `stop` (`handle_request` adds it to the template's),
+        with the served answer length unless the request names one, and sampling when asked for."""
         for key in ("max_tokens", "max_completion_tokens"):
             if body.get(key) is not None and (not isinstance(body[key], int) or isinstance(body[key], bool) or body[key] < 1):
                 raise ValueError(f"{key}: expected a positive integer")
-        config = super()._build_generation_config(body, model_generation_config, use_cb=use_cb)
+        kwargs = super()._build_generation_kwargs({k: v for k, v in body.items() if k != "stop"}, model_generation_config)
         if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
-            config.max_new_tokens = model_generation_config.max_new_tokens
+            kwargs["max_new_tokens"] = model_generation_config.max_new_tokens
         if body.get("temperature") is not None and float(body["temperature"]) > 0:
-            config.do_sample = True
-        return config
+            kwargs["do_sample"] = True
+        return kwargs
 
     async def handle_request(self, body: dict, request_id: str) -> StreamingResponse | JSONResponse:
         self._validate_request(body)
-        requested = body.get("model")
-        if requested is not None and requested != self.manager.name:
-            raise HTTPException(404, f"model {requested!r} is not served here; this server serves {self.manager.name!r}")
-        model = self.manager.generator.model
-        processor = self.manager.generator.processor
         try:
-            inputs, image, stops = await asyncio.to_thread(self._prepare, body)
-            gen_config = self._build_generation_config(body, model.generation_config)
+            engine = self.model_manager.get_engine(body.get("model"))
+        except ModelNotServedError as err:
+            raise HTTPException(404, str(err)) from None
+        processor: SphinxViProcessor = engine.processor  # type: ignore[assignment]  # ours, see SphinxViLoader
+        try:
+            inputs, image, stops = await asyncio.to_thread(self._prepare, processor, body)
+            kwargs = self._build_generation_kwargs(body, engine.generation_config)
         except ImageTooLargeError as err:
             raise HTTPException(413, str(err)) from None
         except (MessageError, RequestImageError, PromptTooLongError, ValueError, TypeError) as err:
@@ -104,15 +96,15 @@ class GroundedChatHandler(ChatCompletionHandler):
         room = processor.settings.context_length - prompt_length
         if room < 1:
             raise HTTPException(400, f"prompt is {prompt_length} tokens, the model's whole context; nothing is left for the answer")
-        gen_config.max_new_tokens = min(gen_config.max_new_tokens, room)
-        name = self.manager.name
-        gen_manager = self.generation_state.get_manager(name, use_cb=False)
-        engine_processor: Any = processor  # meets the part of transformers' processor contract these handlers use
+        kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], room)
+        if stops:
+            kwargs["stop_strings"] = stops
         if body.get("stream"):
-            stream = self._streaming(request_id, model, engine_processor, name, inputs, gen_config, gen_manager=gen_manager)
-            return StreamingResponse(_with_grounding(stream.body_iterator, stops, image), media_type="text/event-stream")  # type: ignore[arg-type]
-        response = await self._non_streaming(request_id, model, engine_processor, name, inputs, gen_config, gen_manager=gen_manager)
-        payload = json.loads(bytes(response.body))
+            response = self._streaming(request_id, engine, inputs, kwargs, stream_options=body.get("stream_options"))
+            response.body_iterator = _with_grounding(response.body_iterator, stops, image)
+            return response
+        reply = await self._non_streaming(request_id, engine, inputs, kwargs)
+        payload = json.loads(bytes(reply.body))
         for choice in payload.get("choices", []):
             cutter = StopCutter(stops)
             cutter.feed(choice["message"].get("content") or "")
@@ -121,12 +113,12 @@ class GroundedChatHandler(ChatCompletionHandler):
         return JSONResponse(payload)
 
 
-async def _with_grounding(events: AsyncIterator[str | bytes], stops: list[str], image: Image.Image | None) -> AsyncIterator[str]:
+async def _with_grounding(events: AsyncIterable[str | bytes | memoryview], stops: list[str], image: Image.Image | None) -> AsyncIterator[str]:
     """transformers' SSE chunks, the content cut at the stop strings and the final chunk carrying `grounding`."""
     cutter = StopCutter(stops)
     started = False  # the answer's leading space is not sent, as the non-streaming answer is stripped
     async for block in events:
-        text = block.decode() if isinstance(block, bytes) else block
+        text = block if isinstance(block, str) else bytes(block).decode()
         out = []
         for event in text.split("\n\n"):
             if not event.startswith("data: "):
