@@ -217,8 +217,25 @@ def test_sample_length_is_computed_once_per_distinct_text(tiny, tmp_path, monkey
     same_text = Sample("b", [dict(m) for m in a.messages], [tmp_path / "y.png"], task="rec")
     other = Sample("c", [a.messages[0], {"role": "assistant", "content": "[0.1,0.2,0.3,0.4]"}], [tmp_path / "x.png"], task="rec")
     calls = []
-    real = enc.token_ids_and_labels
-    monkeypatch.setattr(enc, "token_ids_and_labels", lambda s: calls.append(s.id) or real(s))
+    count = enc.token_count
+    monkeypatch.setattr(enc, "token_count", lambda s: calls.append(s.id) or count(s))
     n = enc.length(a)
+    real = enc.token_ids_and_labels
     assert n == len(real(a)[0]) and enc.length(same_text) == n and calls == ["a"]  # the image path plays no part
     assert enc.length(other) == len(real(other)[0]) < n and calls == ["a", "c"]
+
+
+def test_sample_length_is_the_encoded_length_for_every_task_and_plain_text(tiny, tmp_path):
+    from sphinx_vi.data import SampleEncoder
+    from sphinx_vi.data.formats.llava import load_llava
+    from sphinx_vi.data.formats.text import load_text
+    from sphinx_vi.data.turns import join_turns
+    from sphinx_vi.data.world.generate import synthesize
+
+    synthesize(tmp_path / "w", 40, seed=2)
+    enc = SampleEncoder(tiny.processor, max_length=4096)
+    samples = [s for f in sorted((tmp_path / "w" / "llava").glob("*.json")) for s in join_turns(load_llava(f).samples, 4)]
+    samples += load_text(tmp_path / "w" / "text" / "paragraphs.jsonl").samples
+    assert {s.task for s in samples} >= {"rec", "keypoints", "vqa", "ocr", "chart"} and any(s.kind == "text" for s in samples)
+    assert any(len(s.messages) > 2 for s in samples)  # joined conversations too
+    assert [enc.token_count(s) for s in samples] == [len(enc.token_ids_and_labels(s)[0]) for s in samples]

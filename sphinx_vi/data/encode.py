@@ -45,12 +45,17 @@ class SampleEncoder:
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
         return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
 
+    def text(self, sample: Sample) -> str:
+        """The full text the model reads: the rendered chat, or a plain text between BOS and EOS."""
+        if sample.kind == "text":
+            return (self.tokenizer.bos_token or "") + (sample.text or "") + (self.tokenizer.eos_token or "")
+        return self._render(sample.messages)
+
     def text_and_spans(self, sample: Sample) -> tuple[str, list[tuple[int, int]]]:
         """The full text and the character spans that carry loss."""
+        text = self.text(sample)
         if sample.kind == "text":
-            text = (self.tokenizer.bos_token or "") + (sample.text or "") + (self.tokenizer.eos_token or "")
             return text, [(len(self.tokenizer.bos_token or ""), len(text))]
-        text = self._render(sample.messages)
         spans = []
         for k, m in enumerate(sample.messages):
             if m["role"] != "assistant":
@@ -84,11 +89,16 @@ class SampleEncoder:
             pixel_values = torch.stack([self.processor.image_to_views(p) for p in sample.images])  # (N, V, 3, R, R)
         return EncodedSample(torch.tensor(ids), torch.tensor(labels), pixel_values, sample.task)
 
+    def token_count(self, sample: Sample) -> int:
+        """len(token_ids_and_labels(sample)[0]) from one rendering and no offsets (the spans are not needed)."""
+        ids = self.tokenizer(self.text(sample), add_special_tokens=False)["input_ids"]
+        return len(ids) + ids.count(self.processor.image_token_id) * (self.processor.settings.tokens_per_image - 1)
+
     def length(self, sample: Sample) -> int:
         """Token count without loading images (for length grouping), computed once per distinct text."""
         key = (sample.kind, sample.text, tuple((m["role"], m["content"]) for m in sample.messages))
         if key not in self._lengths:
-            self._lengths[key] = len(self.token_ids_and_labels(sample)[0])
+            self._lengths[key] = self.token_count(sample)
         return self._lengths[key]
 
 
