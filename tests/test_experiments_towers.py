@@ -87,3 +87,21 @@ def test_stage0_people_scenes_label_figures_and_keypoints():
     assert labelled[::V].sum() >= 5  # the global view sees most visible keypoints
     assert ((scenes.keypoint_digits >= 0).all(-1) == labelled).all()  # digits exactly where a keypoint is
     assert scenes.keypoint.max() <= 17
+
+
+def test_stage0_draws_the_same_scenes_in_its_background_process_as_inline():
+    from dataclasses import fields
+
+    from sphinx_vi.data.world.shapes import WorldConfig
+    from sphinx_vi.experiments.towers import SceneStream, scene_batches
+    from sphinx_vi.views import ViewConfig
+
+    stream = SceneStream(seed=5, steps=3, n=2, world=WorldConfig(), views=ViewConfig(grid=1, resolution=64),
+                         fill=(0, 0, 0), grid=8, people_rate=0.5)
+    inline, drawn = list(scene_batches(stream, 0)), list(scene_batches(stream, 1))
+    assert len(inline) == len(drawn) == 3
+    for a, b in zip(inline, drawn):
+        assert all(torch.equal(getattr(a, f.name), getattr(b, f.name)) for f in fields(a))
+    assert not torch.equal(inline[0].pixels, inline[1].pixels)  # batches differ from step to step
+    with pytest.raises(ValueError, match="background process"):
+        scene_batches(stream, 2)

@@ -18,6 +18,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from ..configuration import SphinxViConfig
@@ -59,6 +61,7 @@ class TowerPretrainConfig:
     people_rate: float = 0.25  # share of scenes with stick-figure people (keypoint class + point digits per token)
     towers: tuple[str, ...] | None = None  # keep only these encoder backends of the preset (None: all of them)
     views_grid: int | None = None  # sub-image views K (None: the preset's)
+    workers: int = 1  # 1: scenes are drawn in a background process while the towers train (the same scenes); 0: inline
 
 
 def preset_variant(name: str, towers: tuple[str, ...] | None = None, views_grid: int | None = None) -> SphinxViConfig:
@@ -172,6 +175,30 @@ def scene_batch(rng: random.Random, n: int, world: WorldConfig, views: ViewConfi
                       torch.cat(keypoints), torch.cat(keypoint_digits))
 
 
+class SceneStream(IterableDataset):
+    """`steps` scene batches from one generator seeded with `seed`, in order: drawn inline or, through a
+    DataLoader worker, in a background process while the towers train (one worker, so the same batches)."""
+
+    def __init__(self, seed: int, steps: int, n: int, world: WorldConfig, views: ViewConfig, fill: tuple[int, int, int],
+                 grid: int, people_rate: float) -> None:
+        self.seed, self.steps, self.n, self.world, self.views, self.fill = seed, steps, n, world, views, fill
+        self.grid, self.people_rate = grid, people_rate
+
+    def __iter__(self) -> Iterator[SceneBatch]:
+        rng = random.Random(self.seed)
+        for _ in range(self.steps):
+            yield scene_batch(rng, self.n, self.world, self.views, self.fill, grid=self.grid, people_rate=self.people_rate)
+
+
+def scene_batches(stream: SceneStream, workers: int) -> Iterator[SceneBatch]:
+    """The stream's batches, drawn in a background process when `workers` is 1 (more would reorder them)."""
+    if workers not in (0, 1):
+        raise ValueError(f"stage 0 draws scenes inline (workers 0) or in one background process (1), not {workers}")
+    if workers == 0:
+        return iter(stream)
+    return iter(DataLoader(stream, batch_size=None, num_workers=1, prefetch_factor=4))
+
+
 def cell_box_digits(instances: torch.Tensor, table: torch.Tensor, grid: int, min_cover: float = 0.15) -> torch.Tensor:
     """Instance labels (B, R, R) + digit table (B, 1 + M, 8) → (B, G², 8) box digits of the shape
     covering most of each grid cell, -100 (ignored) where shapes cover less than `min_cover` of it."""
@@ -254,11 +281,10 @@ def pretrain_towers(cfg: TowerPretrainConfig, out: str | Path) -> Path:
     )
     for t in towers.values():
         t.train()
-    rng = random.Random(cfg.seed)
+    stream = SceneStream(cfg.seed, cfg.steps, cfg.batch_size, world, views, fill, G, cfg.people_rate)
     log, t0 = [], time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="stage0 towers", dynamic_ncols=True)
-    for step in bar:
-        scenes = scene_batch(rng, cfg.batch_size, world, views, fill, grid=G, people_rate=cfg.people_rate)
+    bar = tqdm(scene_batches(stream, cfg.workers), total=cfg.steps, desc="stage0 towers", dynamic_ncols=True)
+    for step, scenes in enumerate(bar):
         feats = {name: vision._grid_tokens(t(scenes.pixels))[:, 1:] for name, t in towers.items()}  # (B, G², C)
         loss, stats = probes.loss(feats, _soft_targets(scenes.colour, probes.classes[0], G),
                                   _soft_targets(scenes.kind, probes.classes[1], G),
