@@ -16,7 +16,10 @@ def test_the_learning_pipeline_runs_end_to_end_at_toy_scale(tmp_path, monkeypatc
     assert set(saved["ablations"]) >= {"stage2_from_merged", "stage2_from_real_only", "stage2_from_synthetic_only",
                                        "stage1_text_loss_heldout"}
     assert saved["stage1_text_loss"] > 0 and saved["text_loss_vs_stage1"] == round(saved["text_loss"] / saved["stage1_text_loss"], 3)
-    assert "Language kept" in (tmp_path / "report" / "README.md").read_text()
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "Language kept" in readme
+    assert saved["precision"] == "fp32" and saved["machine"]["cpus"] >= 1  # what the timings were measured on
+    assert f"{saved['machine']['cpus']} cores of an {saved['machine']['cpu']}" in readme and ", fp32 (" in readme
     assert result["rec_curve"] and (tmp_path / "report" / "README.md").read_text().startswith("# Proof that it learns")
     recorded = json.loads((tmp_path / "embedded" / "evaluation.json").read_text())  # the studio header shows these
     assert recorded["scores"]["rec_n"] == 3 and recorded["limit"] == 3 and "seed 1" in recorded["data"]

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from ..bench import machine
 from ..data.world.generate import synthesize
 from ..eval.gallery import draw_rec_gallery
 from ..eval.record import EVALUATION_FILE, record_evaluation
@@ -34,6 +35,7 @@ from ..eval.runner import ROWS, evaluate, format_report
 from ..factory import EMBEDDED_MODELS, load_checkpoint
 from ..generation import Generator
 from ..train.config import load_config
+from ..train.loop import resolve_precision
 from ..train.merge import merge
 from ..train.recipes import stage1, stage2
 from .towers import TowerPretrainConfig, pretrain_towers
@@ -140,6 +142,7 @@ class Trained:
     merged: Path
     final: Path
     stage2_steps: int
+    precision: str  # what stage 2 computed in ("fp32" or "bf16")
 
 
 def train_pipeline(cfg: LearnConfig, lap: Laps) -> Trained:
@@ -165,7 +168,8 @@ def train_pipeline(cfg: LearnConfig, lap: Laps) -> Trained:
     cfg2 = recipe_config("tiny_stage2.yaml", **s2)
     with lap("stage2"):
         final = stage2(cfg2)
-    return Trained(data, heldout, s1, real, synth, merged, final, cfg2.max_steps)
+    precision = resolve_precision(cfg2.precision)
+    return Trained(data, heldout, s1, real, synth, merged, final, cfg2.max_steps, "fp32" if precision == "no" else precision)
 
 
 def ablate(cfg: LearnConfig, run: Trained, lap: Laps) -> dict[str, Any]:
@@ -229,6 +233,7 @@ def run(cfg: LearnConfig) -> dict[str, Any]:
                    "main_pipeline_minutes": round((time.perf_counter() - lap.start) / 60, 1), "timings_s": lap.seconds,
                    "train_images": cfg.train_images, "heldout_images": cfg.heldout_images, "eval_limit": cfg.eval_limit,
                    "stage2_steps": trained.stage2_steps, "stage0_steps": cfg.stage0_steps, "seed": cfg.seed,
+                   "precision": trained.precision, "machine": machine(),
                    "stage1_text_loss": stage1_text, "text_loss_vs_stage1": result_ratio(report["text_loss"], stage1_text)})
     if cfg.ablations:
         result["ablations"] = ablate(cfg, trained, lap)
@@ -241,11 +246,22 @@ def result_ratio(value: float, reference: float) -> float:
     return round(value / reference, 3) if reference else float("inf")
 
 
+def _seed_flag(r: dict) -> str:
+    return f" --seed {r['seed']}" if r.get("seed") else ""
+
+
+def _host(r: dict) -> str:
+    """The CPU a report was measured on, in words (timings move between hosts of one cloud type)."""
+    m = r.get("machine")
+    return f"{m['cpus']} cores of an {m['cpu']} ({m['threads']} torch threads)" if m else "a 2-core CPU"
+
+
 def summary_markdown(r: dict) -> str:
     lines = [
         "# Proof that it learns (tiny-shapes, CPU, from scratch)",
         "",
-        "Made by `.venv/bin/python -m sphinx_vi.experiments.learn --out reports/learning --embed` on a 2-core CPU "
+        f"Made by `.venv/bin/python -m sphinx_vi.experiments.learn --out reports/learning --embed{_seed_flag(r)}` on "
+        f"{_host(r)}, {r.get('precision', 'fp32')} "
         f"(main pipeline {r['main_pipeline_minutes']} min: synthesize → stage 0 towers ({r.get('stage0_steps')} steps) → "
         "stage 1 real → stage 1 synthetic → merge β=0.5 → "
         f"stage 2 ({r['stage2_steps']} steps) → eval on held-out seed 1, {r['eval_limit']} samples per task; greedy answers, "
