@@ -10,7 +10,7 @@ def test_the_learning_pipeline_runs_end_to_end_at_toy_scale(tmp_path, monkeypatc
 
     monkeypatch.setitem(EMBEDDED_MODELS, "tiny-shapes", tmp_path / "embedded")  # --embed installs here, not over the real one
     result = run(LearnConfig(tmp_path / "report", tmp_path / "work", train_images=40, heldout_images=8, eval_limit=3,
-                             stage0_steps=2, stage1_steps=1, stage2_steps=2, ablation_steps=1, embed=True))
+                             stage0_steps=2, stage1_steps=1, stage2_steps=2, ablation_steps=1, embed=True, processes=1))
     saved = json.loads((tmp_path / "report" / "eval.json").read_text())
     assert saved["rec_n"] == 3 and 0.0 <= saved["rec_acc50"] <= 1.0 and saved["stage2_steps"] == 2
     assert set(saved["ablations"]) >= {"stage2_from_merged", "stage2_from_real_only", "stage2_from_synthetic_only",

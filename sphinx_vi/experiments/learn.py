@@ -35,9 +35,9 @@ from ..eval.runner import ROWS, evaluate, format_report
 from ..factory import EMBEDDED_MODELS, load_checkpoint
 from ..generation import Generator
 from ..train.config import load_config
+from ..train.launch import run_stage
 from ..train.loop import resolve_precision
 from ..train.merge import merge
-from ..train.recipes import stage1, stage2
 from .towers import TowerPretrainConfig, pretrain_towers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,6 +113,8 @@ class LearnConfig:
     stage2_steps: int | None = None  # None: tiny_stage2.yaml's max_steps
     ablation_steps: int = 600
     seed: int = 0  # every phase's seed (stage_seeds); the worlds stay fixed
+    processes: int = 2  # data-parallel processes for stages 1 and 2 (run_stage; same global batches): 2 one-thread
+    #   processes make stage 2 1.19x faster than one two-thread process on 2 cores (0.446 vs 0.531 s a step)
 
 
 class Laps:
@@ -158,16 +160,17 @@ def train_pipeline(cfg: LearnConfig, lap: Laps) -> Trained:
                                                    seed=seeds["stage0"]), cfg.work / "stage0")
     s1 = {"init": str(base), **({"max_steps": cfg.stage1_steps} if cfg.stage1_steps else {})}
     with lap("stage1_real"):
-        real = stage1(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_real"), captions="real", seed=seeds["stage1_real"], **s1))
+        real = run_stage(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_real"), captions="real",
+                                       seed=seeds["stage1_real"], **s1), cfg.processes)
     with lap("stage1_synthetic"):
-        synth = stage1(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_synthetic"), captions="synthetic",
-                               seed=seeds["stage1_synthetic"], **s1))
+        synth = run_stage(recipe_config("tiny_stage1.yaml", data=str(data), out=str(cfg.work / "stage1_synthetic"),
+                                        captions="synthetic", seed=seeds["stage1_synthetic"], **s1), cfg.processes)
     merged = merge(real, synth, 0.5, cfg.work / "merged")
     s2 = dict(data=str(data), out=str(cfg.work / "stage2"), init=str(merged), keep_checkpoints=100, seed=seeds["stage2"],
               **({"max_steps": cfg.stage2_steps} if cfg.stage2_steps else {}))
     cfg2 = recipe_config("tiny_stage2.yaml", **s2)
     with lap("stage2"):
-        final = stage2(cfg2)
+        final = run_stage(cfg2, cfg.processes)
     precision = resolve_precision(cfg2.precision)
     return Trained(data, heldout, s1, real, synth, merged, final, cfg2.max_steps, "fp32" if precision == "no" else precision)
 
@@ -177,15 +180,15 @@ def ablate(cfg: LearnConfig, run: Trained, lap: Laps) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, init in (("merged", run.merged), ("real_only", run.real), ("synthetic_only", run.synthetic)):
         with lap(f"ablation_stage2_{name}"):
-            model = stage2(recipe_config("tiny_stage2.yaml", data=str(run.data), out=str(cfg.work / f"ablation_stage2_{name}"),
-                                   init=str(init), max_steps=cfg.ablation_steps, save_every=cfg.ablation_steps,
-                                   seed=stage_seeds(cfg.seed)["stage2"]))
+            model = run_stage(recipe_config("tiny_stage2.yaml", data=str(run.data), out=str(cfg.work / f"ablation_stage2_{name}"),
+                                            init=str(init), max_steps=cfg.ablation_steps, save_every=cfg.ablation_steps,
+                                            seed=stage_seeds(cfg.seed)["stage2"]), cfg.processes)
             r = evaluate(generator_for(model), run.heldout, limit=cfg.eval_limit, tasks=["rec", "vqa"])
             out[f"stage2_from_{name}"] = {k: v for k, v in r.items() if not k.startswith("_")}
     with lap("ablation_text_mixing"):
-        no_text = stage1(recipe_config("tiny_stage1.yaml", data=str(run.data), out=str(cfg.work / "stage1_synthetic_no_text"),
-                                 captions="synthetic", seed=stage_seeds(cfg.seed)["stage1_synthetic"], text_loss_weight=0.0,
-                                 **run.stage1))
+        no_text = run_stage(recipe_config("tiny_stage1.yaml", data=str(run.data), out=str(cfg.work / "stage1_synthetic_no_text"),
+                                          captions="synthetic", seed=stage_seeds(cfg.seed)["stage1_synthetic"],
+                                          text_loss_weight=0.0, **run.stage1), cfg.processes)
         out["stage1_text_loss_heldout"] = {
             "with_text_mixing": evaluate(generator_for(run.synthetic), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
             "without_text_mixing": evaluate(generator_for(no_text), run.heldout, limit=cfg.eval_limit, tasks=[])["text_loss"],
@@ -312,11 +315,13 @@ def main() -> None:
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--embed", action="store_true", help="install the result as the embedded tiny-shapes model")
     p.add_argument("--seed", type=int, default=0, help="every phase's seed (init, data order, dropout); the worlds stay fixed")
+    p.add_argument("--processes", type=int, default=LearnConfig.processes,
+                   help="data-parallel processes for stages 1 and 2 (same global batches; one thread each on 2 cores)")
     args = p.parse_args()
     torch.set_num_threads(2)
     run(LearnConfig(args.out, args.work, args.train_images, args.heldout_images, args.eval_limit, not args.no_ablations,
                     args.embed, args.stage0_steps, args.stage1_steps, args.stage2_steps, args.ablation_steps,
-                    args.seed))
+                    args.seed, args.processes))
 
 
 if __name__ == "__main__":
