@@ -5,7 +5,17 @@ import json
 import pytest
 
 from sphinx_vi.eval.runner import evaluate
-from sphinx_vi.experiments.claims import CLAIMS, Claim, ClaimsConfig, Variant, run, train_variant, verdict, worlds
+from sphinx_vi.experiments.claims import (
+    CLAIMS,
+    NOT_DECIDED,
+    Claim,
+    ClaimsConfig,
+    Variant,
+    run,
+    train_variant,
+    verdict,
+    worlds,
+)
 from sphinx_vi.experiments.learn import generator_for
 
 
@@ -18,6 +28,12 @@ def test_a_verdict_needs_every_seed_to_agree_to_hold_and_losses_count_downwards(
     assert verdict(_claim(), {"A": [0.45, 0.8], "B": [0.5, 0.55]}) == "holds on the mean"
     assert verdict(_claim(), {"A": [0.4, 0.5], "B": [0.6, 0.7]}) == "does not hold"
     assert verdict(_claim("text_loss"), {"A": [0.3, 0.4], "B": [9.0, 12.0]}) == "holds"
+
+
+def test_a_comparison_where_no_variant_beats_the_trivial_baseline_decides_nothing():
+    assert verdict(_claim(), {"A": [0.01, 0.03], "B": [0.0, 0.02]}, baseline=0.04) == NOT_DECIDED
+    assert verdict(_claim(), {"A": [0.05, 0.07], "B": [0.0, 0.02]}, baseline=0.04) == "holds"  # one that learned decides
+    assert verdict(_claim(), {"A": [0.01, 0.03], "B": [0.0, 0.02]}) == "holds on the mean"  # no baseline (a loss)
 
 
 def test_every_claim_names_its_winner_among_its_variants():
@@ -36,7 +52,8 @@ def test_claims_run_at_toy_scale_share_phases_and_resume_without_retraining(tmp_
     saved = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert saved == json.loads(json.dumps(out)) and set(saved["claims"]) == {"text_stage2", "subimages"}
     sub = saved["claims"]["subimages"]
-    assert sub["heldout"] == "small_objects" and sub["verdict"] in ("holds", "holds on the mean", "does not hold")
+    assert sub["heldout"] == "small_objects" and sub["verdict"] in ("holds", "holds on the mean", "does not hold", NOT_DECIDED)
+    assert 0.0 <= sub["baseline"] <= 1.0 and saved["claims"]["text_stage2"]["baseline"] is None  # losses have no trivial baseline
     assert sub["variants"]["K=2"]["rec_acc50"]["n"] == 2 and len(sub["variants"]["K=2"]["rec_acc50"]["seeds"]) == 2
     md = (tmp_path / "out" / "claims.md").read_text()
     assert "| claim | the seed says | we measured | verdict |" in md and "text_stage2" in md

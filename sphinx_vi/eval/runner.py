@@ -15,6 +15,7 @@ from ..data.formats import load_llava, load_text
 from ..data.world.language import COLOURS, KINDS, PERSON, RELATIONS
 from ..generation import Generator
 from ..grounding import parse
+from ..grounding.geometry import Box
 from ..text.tokens import IGNORE_INDEX
 from . import metrics as M
 from .gallery import RecResult
@@ -74,10 +75,15 @@ def _where(keep: list[bool], *columns: list) -> list[list]:
     return [[x for x, k in zip(col, keep) if k] for col in columns]
 
 
+def rec_targets(samples: list[Sample]) -> list[Box]:
+    """Each REC sample's ground-truth box, in pixels of its image."""
+    return [parse(s.messages[-1]["content"], image_size(s)).boxes[0] for s in samples]
+
+
 def eval_rec(samples: list[Sample], ask: Answers) -> dict[str, Any]:
     answers = ask(samples, "rec")
     sizes = [image_size(s) for s in samples]
-    gts = [parse(s.messages[-1]["content"], sz).boxes[0] for s, sz in zip(samples, sizes)]
+    gts = rec_targets(samples)
     preds = [next(iter(parse(a, sz).boxes), None) for a, sz in zip(answers, sizes)]
     scores = M.rec_scores(preds, gts)
     _, baseline = M.best_constant_box(gts, 0.5)

@@ -32,7 +32,8 @@ from typing import Any
 
 from ..data.world.generate import synthesize
 from ..data.world.shapes import WorldConfig
-from ..eval.runner import evaluate
+from ..eval import metrics as M
+from ..eval.runner import evaluate, load_task, rec_targets
 from ..train.merge import merge
 from ..train.recipes import stage1, stage2
 from .learn import generator_for, recipe_config, stage_seeds
@@ -197,9 +198,23 @@ def claim_metrics(cfg: ClaimsConfig, claim: Claim, models: Trained, heldout: Pat
     return {k: report[k] for k in (claim.metric, *claim.also) if k in report}
 
 
-def verdict(claim: Claim, results: dict[str, list[float]]) -> str:
+def trivial_baseline(heldout: Path, metric: str, limit: int) -> float | None:
+    """The eval runner's trivial baseline of `metric` on the held-out set, from its ground truth alone (REC Acc@0.5:
+    the best constant box); None for a metric without one (the losses)."""
+    if metric != "rec_acc50":
+        return None
+    return M.best_constant_box(rec_targets(load_task(heldout, "rec", limit)), 0.5)[1]
+
+
+NOT_DECIDED = "not decided: no variant beats the trivial baseline"
+
+
+def verdict(claim: Claim, results: dict[str, list[float]], baseline: float | None = None) -> str:
     """'holds' (the claimed-better variant's worst seed beats every other's best), 'holds on the mean', or 'does not
-    hold', in the metric's direction."""
+    hold', in the metric's direction; not decided when no variant's mean beats the metric's trivial `baseline` (no
+    model learned the task, so the comparison says nothing about the claim)."""
+    if baseline is not None and all(statistics.fmean(xs) <= baseline for xs in results.values()):
+        return NOT_DECIDED
     sign = -1.0 if claim.metric in LOWER_IS_BETTER else 1.0
     best = [sign * x for x in results[claim.better]]
     others = [[sign * x for x in xs] for name, xs in results.items() if name != claim.better]
@@ -260,15 +275,26 @@ def run(cfg: ClaimsConfig) -> dict[str, Any]:
                 for k, x in claim_metrics(cfg, claim, models, paths[claim.heldout]).items():
                     rows.setdefault(v.name, {}).setdefault(k, []).append(x)
                 print(f"[claims] {claim.key} / {v.name} / seed {seed}: {claim.metric} {rows[v.name][claim.metric][-1]:.3f}", flush=True)
-        decided = {name: r[claim.metric] for name, r in rows.items()}
         out["claims"][claim.key] = {"source": claim.source, "says": claim.says, "metric": claim.metric, "better": claim.better,
-                                    "heldout": claim.heldout, "verdict": verdict(claim, decided),
+                                    "heldout": claim.heldout,
                                     "variants": {name: {k: {**spread(xs), "seeds": xs} for k, xs in r.items()} for name, r in rows.items()}}
+        judge(out["claims"], cfg, paths)
         out["command"] = command_line(cfg, list(out["claims"]))  # a joined report names the claims it kept too
         plot_claim(claim, rows, cfg.out / f"claim_{claim.key}.png")
         (cfg.out / "claims.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))  # after every claim: partial results kept
     (cfg.out / "claims.md").write_text(claims_markdown(out), encoding="utf-8")
     return out
+
+
+def judge(claims: dict[str, Any], cfg: ClaimsConfig, paths: dict[str, Path]) -> None:
+    """Each reported claim's trivial baseline and verdict, from its stored seeds (claims kept from an earlier run too)."""
+    by_key = {c.key: c for c in CLAIMS}
+    for key, c in claims.items():
+        claim = by_key.get(key)
+        if claim is None:  # a claim this version no longer has: its stored verdict stands
+            continue
+        c["baseline"] = trivial_baseline(paths[claim.heldout], claim.metric, cfg.eval_limit)
+        c["verdict"] = verdict(claim, {name: v[claim.metric]["seeds"] for name, v in c["variants"].items()}, c["baseline"])
 
 
 def train_seeds_in_parallel(cfg: ClaimsConfig) -> None:
@@ -336,7 +362,8 @@ def claims_markdown(out: dict[str, Any]) -> str:
         lines.append(f"| {key} ({c['source']}) | {c['says']} | {c['metric']}: {measured} | {c['verdict']} |")
     for key, c in out["claims"].items():
         metrics = list(next(iter(c["variants"].values())))
-        lines += ["", f"## {key}: {c['says']}", "", f"Held-out set: {c['heldout']}; decided on {c['metric']}.", "",
+        floor = f" (trivial baseline {c['baseline']:.3f})" if c.get("baseline") is not None else ""
+        lines += ["", f"## {key}: {c['says']}", "", f"Held-out set: {c['heldout']}; decided on {c['metric']}{floor}.", "",
                   "| variant | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         for name, v in c["variants"].items():
             cells = [f"{v[m]['mean']:.3f} [{v[m]['min']:.3f}, {v[m]['max']:.3f}]" for m in metrics]
