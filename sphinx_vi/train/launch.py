@@ -35,7 +35,8 @@ def per_process(cfg: TrainConfig, processes: int) -> TrainConfig:
     if uneven:
         raise ValueError(f"{processes} processes cannot share {', '.join(f'{k} {v}' for k, v in uneven.items())} "
                          "evenly; choose batch sizes the process count divides")
-    return dataclasses.replace(cfg, **{k: v // processes for k, v in shares.items()})
+    return dataclasses.replace(cfg, batch_size=cfg.batch_size // processes,
+                               text_batch_size=cfg.text_batch_size // processes)
 
 
 def _free_port() -> int:
