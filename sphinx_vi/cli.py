@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-image-pixels", type=int, default=25_000_000, help="largest image (default: 25 MP)")
     srv.add_argument("--max-prompt-chars", type=int, default=262_144, help="longest text of a request (default: 256 Ki characters)")
     srv.add_argument("--max-new-tokens", type=int, default=256, help="answer length when a request names none")
+    srv.add_argument("--max-beams", type=int, default=4, help="most beams a request may ask for (default: 4)")
     srv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     srv.add_argument("--quantization", default=None, choices=["nf4", "int8"])
     return p
@@ -58,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
                       api_key=args.api_key or os.environ.get("SPHINX_VI_API_KEY"), image_root=args.image_root,
                       max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_image_pixels=args.max_image_pixels,
                       max_prompt_chars=args.max_prompt_chars,
-                      max_new_tokens=args.max_new_tokens, dtype=args.dtype, quantization=args.quantization))
+                      max_new_tokens=args.max_new_tokens, max_beams=args.max_beams, dtype=args.dtype, quantization=args.quantization))
     return 0
 
 

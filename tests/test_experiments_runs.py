@@ -20,7 +20,19 @@ def test_two_runs_give_mean_range_and_target_verdicts(tmp_path):
     assert m["det_f1_50"]["met_by_every_run"] and not m["vqa_acc"]["met_on_mean"]
     assert "text_loss_vs_stage1" not in m  # not in every run: not summarised
     md = (tmp_path / "out" / "runs.md").read_text()
-    assert "| REC Acc@0.5 | 0.800 | 0.780 – 0.820 | 0.820, 0.780 | 0.050 | ≥ 0.8 | yes / no |" in md
+    assert "| REC Acc@0.5 | 0.800 | 0.780 – 0.820 | 0.820, 0.780 | 0.050 | yes | ≥ 0.8 | yes / no |" in md
+
+
+def test_a_metric_below_its_baseline_in_one_run_is_flagged(tmp_path):
+    runs = [{"vqa_count_acc": 0.52, "vqa_count_acc_baseline": 0.50}, {"vqa_count_acc": 0.45, "vqa_count_acc_baseline": 0.50}]
+    paths = []
+    for i, r in enumerate(runs):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    assert main([*map(str, paths), "--out", str(tmp_path / "out")]) == 0
+    row = json.loads((tmp_path / "out" / "runs.json").read_text())["metrics"]["vqa_count_acc"]
+    assert row["above_baseline_every_run"] is False  # the first run is above its baseline, the second is not
+    assert "| 0.500 | **no** |" in (tmp_path / "out" / "runs.md").read_text()
 
 
 def test_an_unreadable_report_is_named_and_nothing_is_written(tmp_path, capsys):

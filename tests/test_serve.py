@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from PIL import Image
 from sphinx_vi import SphinxVi
 from sphinx_vi.prompts import task_prompt
 from sphinx_vi.serve import ServeConfig, build_app
+from sphinx_vi.serve.sampling import SamplingError, check_generation_params
 from sphinx_vi.serve.stops import StopCutter
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "sphinx_vi" / "assets" / "examples" / "world_shapes_1.png"
@@ -150,6 +152,14 @@ def _flat_png(width: int, height: int) -> bytes:
     ({"messages": [{"role": "user", "content": "hi"}], "stop": 5}, 400, "stop"),
     ({"messages": [{"role": "user", "content": "hi"}], "no_such_field": 1}, 422, "Unexpected fields"),
     ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": ""}}]}]}, 400, "not served"),
+    ({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400, "temperature: -1 is out of range"),
+    ({"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": -2}, 400, "frequency_penalty"),
+    ({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"99999999": 5}}, 400, "not a token id"),
+    ({"messages": [{"role": "user", "content": "hi"}], "generation_config": '{"num_beams": 10000}'}, 400, "num_beams: 10000 is out of range"),
+    ({"messages": [{"role": "user", "content": "hi"}], "generation_config": '{"top_k": "many"}'}, 400, "top_k: expected an integer"),
+    ({"messages": [{"role": "user", "content": "hi"}], "generation_config": '{"trust_remote_code": true}'}, 400, "cannot be set"),
+    ({"messages": [{"role": "user", "content": "hi"}], "generation_config": "[1, 2]"}, 400, "JSON object"),
+    ({"messages": [{"role": "user", "content": "hi"}], "generation_config": '{"num_beams": 2}', "stream": True}, 400, "cannot stream"),
 ])
 def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(server, body, status, says):
     reply = _post(server, body)
@@ -157,6 +167,12 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(server, body, s
     assert says in reply.json()["error"]["message"]
     ok = _post(server, {"messages": [{"role": "user", "content": "Xin chào"}], "max_tokens": 4})
     assert ok.status_code == 200
+
+
+def test_beam_search_within_the_bound_is_served(server):
+    reply = _post(server, {"messages": _image_message(DETECT), "max_tokens": 48, "generation_config": '{"num_beams": 2}'})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["grounding"]["detections"]
 
 
 def test_a_40_megapixel_image_is_refused_before_decoding(server):
@@ -203,6 +219,22 @@ def test_a_chunked_body_is_counted_as_it_arrives(guarded):
     over = post("x" * 100_000, 21)
     assert over.status_code == 413 and "limit" in over.json()["error"]["message"]
     assert post("Xin chào ", 2).status_code == 200
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"seed": True}, "seed: expected an integer"),
+    ({"top_p": 0}, "top_p: 0 is out of range (expected > 0 and ≤ 1)"),
+    ({"generation_config": '{"temperature": NaN}'}, "finite"),
+    ({"generation_config": '{"do_sample": 1}'}, "expected true or false"),
+    ({"generation_config": '{"num_beams": 5}'}, "≤ 4"),
+    ({"logit_bias": {"-1": 1}}, "not a token id"),
+    ({"logit_bias": {"3": 1000}}, "logit_bias[3]: 1000 is out of range"),
+])
+def test_generation_params_outside_their_types_and_ranges_are_named(body, says):
+    with pytest.raises(SamplingError, match=re.escape(says)):
+        check_generation_params(body, vocab_size=100, max_beams=4)
+    check_generation_params({"temperature": 0.7, "seed": 3, "logit_bias": {"3": -100},
+                             "generation_config": '{"num_beams": 4, "top_k": 0, "repetition_penalty": 1.2}'}, 100, 4)
 
 
 def test_stop_strings_are_cut_across_streamed_pieces():

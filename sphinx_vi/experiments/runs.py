@@ -51,7 +51,9 @@ def summarize(reports: list[dict[str, Any]], names: list[str]) -> dict[str, Any]
             continue  # a metric not every run has is not summarised
         row: dict[str, Any] = {"label": label, "values": values, **spread(values)}
         if base and all(base in r for r in reports):
-            row["baseline"] = statistics.fmean(float(r[base]) for r in reports)
+            bases = [float(r[base]) for r in reports]
+            row["baseline"] = statistics.fmean(bases)
+            row["above_baseline_every_run"] = all(v > b for v, b in zip(values, bases))
         if key in targets:
             t = targets[key]
             row["target"] = f"{'≥' if t.at_least else '≤'} {t.bound:g}"
@@ -63,15 +65,16 @@ def summarize(reports: list[dict[str, Any]], names: list[str]) -> dict[str, Any]
 
 def markdown(summary: dict[str, Any], command: str) -> str:
     lines = ["# Learning runs: mean and range", "", f"Made by `{command}`; runs: " + ", ".join(f"`{n}`" for n in summary["runs"]) + ".",
-             "", "| metric | mean | range | runs | baseline | target | met (mean / every run) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "", "| metric | mean | range | runs | baseline | every run above it | target | met (mean / every run) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in summary["metrics"].values():
         met = ""
         if "target" in row:
             met = f"{'yes' if row['met_on_mean'] else 'no'} / {'yes' if row['met_by_every_run'] else 'no'}"
         base = f"{row['baseline']:.3f}" if "baseline" in row else ""
+        above = ("yes" if row["above_baseline_every_run"] else "**no**") if "baseline" in row else ""
         lines.append(f"| {row['label']} | {row['mean']:.3f} | {row['min']:.3f} – {row['max']:.3f} | "
-                     + ", ".join(f"{v:.3f}" for v in row["values"]) + f" | {base} | {row.get('target', '')} | {met} |")
+                     + ", ".join(f"{v:.3f}" for v in row["values"]) + f" | {base} | {above} | {row.get('target', '')} | {met} |")
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,7 @@ class ServeConfig:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     max_new_tokens: int = 256  # the answer length when a request names none
+    max_beams: int = 4  # the most beams a request's generation_config may ask for (each is a cache of its own)
     dtype: DType = "auto"
     quantization: Quantization | None = None
     seed: int = 0  # init seed of a preset (random weights)

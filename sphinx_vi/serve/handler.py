@@ -27,6 +27,7 @@ from .config import ServeConfig
 from .engine import SphinxViModelManager
 from .messages import MessageError, read_messages
 from .request_images import RequestImageError, load_request_image
+from .sampling import check_generation_params
 from .stops import StopCutter
 
 
@@ -86,6 +87,7 @@ class GroundedChatHandler(ChatCompletionHandler):
             raise HTTPException(404, str(err)) from None
         processor: SphinxViProcessor = engine.processor  # type: ignore[assignment]  # ours, see SphinxViLoader
         try:
+            check_generation_params(body, len(processor.tokenizer), self.config.max_beams)
             inputs, image, stops = await asyncio.to_thread(self._prepare, processor, body)
             kwargs = self._build_generation_kwargs(body, engine.generation_config)
         except ImageTooLargeError as err:
