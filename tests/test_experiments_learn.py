@@ -19,6 +19,10 @@ def test_the_learning_pipeline_runs_end_to_end_at_toy_scale(tmp_path, monkeypatc
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "Language kept" in readme
     assert saved["precision"] == "fp32" and saved["machine"]["cpus"] >= 1  # what the timings were measured on
+    assert saved["command"] == (f".venv/bin/python -m sphinx_vi.experiments.learn --out {tmp_path / 'report'} --train-images 40 "
+                                "--heldout-images 8 --eval-limit 3 --stage0-steps 2 --stage1-steps 1 --stage2-steps 2 "
+                                "--ablation-steps 1 --processes 1 --embed")  # the README names the command that made it
+    assert f"Made by `{saved['command']}`" in (tmp_path / "report" / "README.md").read_text()
     assert f"{saved['machine']['cpus']} cores of an {saved['machine']['cpu']}" in readme and ", fp32 (" in readme
     assert result["rec_curve"] and (tmp_path / "report" / "README.md").read_text().startswith("# Proof that it learns")
     recorded = json.loads((tmp_path / "embedded" / "evaluation.json").read_text())  # the studio header shows these

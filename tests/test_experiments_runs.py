@@ -21,6 +21,7 @@ def test_two_runs_give_mean_range_and_target_verdicts(tmp_path):
     assert "text_loss_vs_stage1" not in m  # not in every run: not summarised
     md = (tmp_path / "out" / "runs.md").read_text()
     assert "| REC Acc@0.5 | 0.800 | 0.780 – 0.820 | 0.820, 0.780 | 0.050 | yes | ≥ 0.8 | yes / no |" in md
+    assert (tmp_path / "out" / "runs.png").stat().st_size > 0 and "(runs.png)" in md
 
 
 def test_a_metric_below_its_baseline_in_one_run_is_flagged(tmp_path):

@@ -236,7 +236,7 @@ def run(cfg: LearnConfig) -> dict[str, Any]:
                    "main_pipeline_minutes": round((time.perf_counter() - lap.start) / 60, 1), "timings_s": lap.seconds,
                    "train_images": cfg.train_images, "heldout_images": cfg.heldout_images, "eval_limit": cfg.eval_limit,
                    "stage2_steps": trained.stage2_steps, "stage0_steps": cfg.stage0_steps, "seed": cfg.seed,
-                   "precision": trained.precision, "machine": machine(),
+                   "precision": trained.precision, "machine": machine(), "command": command(cfg),
                    "stage1_text_loss": stage1_text, "text_loss_vs_stage1": result_ratio(report["text_loss"], stage1_text)})
     if cfg.ablations:
         result["ablations"] = ablate(cfg, trained, lap)
@@ -249,8 +249,23 @@ def result_ratio(value: float, reference: float) -> float:
     return round(value / reference, 3) if reference else float("inf")
 
 
-def _seed_flag(r: dict) -> str:
-    return f" --seed {r['seed']}" if r.get("seed") else ""
+def command(cfg: LearnConfig) -> str:
+    """The command line that makes this run (every flag that differs from its default; not the work directory)."""
+    default = LearnConfig(cfg.out, cfg.work)
+    flags = [f"--out {cfg.out}"]
+    for name, flag in (("train_images", "--train-images"), ("heldout_images", "--heldout-images"), ("eval_limit", "--eval-limit"),
+                       ("stage0_steps", "--stage0-steps"), ("stage1_steps", "--stage1-steps"), ("stage2_steps", "--stage2-steps"),
+                       ("ablation_steps", "--ablation-steps"), ("seed", "--seed"), ("processes", "--processes")):
+        if getattr(cfg, name) != getattr(default, name):
+            flags.append(f"{flag} {getattr(cfg, name)}")
+    flags += ["--no-ablations"] * (not cfg.ablations) + ["--embed"] * cfg.embed
+    return " ".join([".venv/bin/python -m sphinx_vi.experiments.learn", *flags])
+
+
+def _command(r: dict) -> str:
+    """The report's command (reports written before it was recorded: the recipe's command at their seed)."""
+    return r.get("command") or (".venv/bin/python -m sphinx_vi.experiments.learn --out reports/learning --embed"
+                                + (f" --seed {r['seed']}" if r.get("seed") else ""))
 
 
 def _host(r: dict) -> str:
@@ -263,7 +278,7 @@ def summary_markdown(r: dict) -> str:
     lines = [
         "# Proof that it learns (tiny-shapes, CPU, from scratch)",
         "",
-        f"Made by `.venv/bin/python -m sphinx_vi.experiments.learn --out reports/learning --embed{_seed_flag(r)}` on "
+        f"Made by `{_command(r)}` on "
         f"{_host(r)}, {r.get('precision', 'fp32')} "
         f"(main pipeline {r['main_pipeline_minutes']} min: synthesize → stage 0 towers ({r.get('stage0_steps')} steps) → "
         "stage 1 real → stage 1 synthetic → merge β=0.5 → "

@@ -3,7 +3,7 @@
     python -m sphinx_vi.experiments.runs RUN_A/eval.json RUN_B/eval.json --out reports/learning/runs
 
 One run is not a figure (runs of different seeds spread by about ±0.05 on this CPU), so the learning
-targets are judged on the runs' mean and on their worst run. Writes runs.json and runs.md under --out.
+targets are judged on the runs' mean and on their worst run. Writes runs.json, runs.md and runs.png under --out.
 """
 
 from __future__ import annotations
@@ -78,11 +78,43 @@ def markdown(summary: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(summary: dict[str, Any], out: Path) -> None:
+    """Each scored task's mean (bar), its runs' range (whisker), its baseline (grey tick) and its target (red tick)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    extra = {key for _, key in EXTRA_ROWS}  # minutes and loss ratios have scales of their own
+    rows = [r for key, r in summary["metrics"].items() if key not in extra and ("baseline" in r or "target" in r)]
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.2))
+    ys = range(len(rows))
+    ax.barh(ys, [r["mean"] for r in rows], color="tab:blue", alpha=0.75, label=f"mean of {len(summary['runs'])} runs")
+    ax.errorbar([r["mean"] for r in rows], ys, xerr=[[r["mean"] - r["min"] for r in rows], [r["max"] - r["mean"] for r in rows]],
+                fmt="none", ecolor="black", capsize=3, label="range")
+    for y, r in zip(ys, rows):
+        if "baseline" in r:
+            ax.plot([r["baseline"]] * 2, [y - 0.4, y + 0.4], color="grey", linewidth=3)
+        if "target" in r:
+            ax.plot([float(r["target"].split()[-1])] * 2, [y - 0.4, y + 0.4], color="red", linewidth=3)
+    ax.plot([], [], color="grey", linewidth=3, label="trivial baseline")
+    ax.plot([], [], color="red", linewidth=3, label="target")
+    ax.set_yticks(list(ys), [r["label"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("held-out scores of the learning runs")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sphinx_vi.experiments.runs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reports", type=Path, nargs="+", help="each run's eval.json")
-    p.add_argument("--out", type=Path, required=True, help="runs.json and runs.md")
+    p.add_argument("--out", type=Path, required=True, help="runs.json, runs.md and runs.png")
     args = p.parse_args(argv)
     reports = []
     for path in args.reports:
@@ -95,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "runs.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     command = "python -m sphinx_vi.experiments.runs " + " ".join(argv if argv is not None else sys.argv[1:])
-    (args.out / "runs.md").write_text(markdown(summary, command), encoding="utf-8")
+    (args.out / "runs.md").write_text(markdown(summary, command) + "\n![mean and range of each score](runs.png)\n", encoding="utf-8")
+    plot(summary, args.out / "runs.png")
     print(markdown(summary, command))
     return 0
 
