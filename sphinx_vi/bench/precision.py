@@ -34,21 +34,31 @@ BATCHES = {"tiny": 8, "small": 8, "real": 2}
 DECODE_TOKENS = 32
 
 
+PEAK_SECONDS = 1.0  # time one size's timed matmuls may take; a dtype whose single matmul takes longer stops growing n
+
+
 def matmul_peak(threads: int = 2) -> dict[str, float]:
-    """Best GFLOP/s of an n×n matmul (n = 1024, 2048, 4096) per dtype: the machine's own peak."""
+    """Best GFLOP/s of an n×n matmul (n = 1024, 2048, 4096) per dtype: the machine's own peak.
+
+    Each size is timed for about `PEAK_SECONDS` (at least one matmul after a warm-up). A dtype the CPU only emulates
+    (bf16 without AVX-512 BF16 or AMX: about 1 GFLOP/s) stops at the first size whose one matmul takes longer than
+    that, so the measurement takes seconds there too, not the quarter of an hour n = 4096 would."""
     torch.set_num_threads(threads)
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         best = 0.0
         for n in (1024, 2048, 4096):
             a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-            for _ in range(2):
-                a @ b
-            reps = max(3, int(2e10 / (2 * n**3)))
+            t = time.perf_counter()
+            a @ b  # warm-up, and how long one takes
+            one = time.perf_counter() - t
+            reps = max(1, min(int(PEAK_SECONDS / max(one, 1e-6)), 50))
             t = time.perf_counter()
             for _ in range(reps):
                 a @ b
             best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+            if one > PEAK_SECONDS:
+                break
         out[name] = best
     return out
 
