@@ -34,6 +34,17 @@ def shapes_model():
 
 
 @pytest.fixture(scope="session")
+def train_world(tmp_path_factory) -> Path:
+    """A small synthetic world for training runs: 40 images of 64 px, seed 0."""
+    from sphinx_vi.data.world.generate import synthesize
+    from sphinx_vi.data.world.shapes import WorldConfig
+
+    out = tmp_path_factory.mktemp("train_world")
+    synthesize(out, 40, seed=0, config=WorldConfig(size=64), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def world_image() -> Path:
     """A synthetic-world scene shipped with the package."""
     return Path(__file__).resolve().parents[1] / "sphinx_vi" / "assets" / "examples" / "world_shapes_1.png"

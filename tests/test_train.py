@@ -7,8 +7,6 @@ from safetensors.torch import load_file
 
 from sphinx_vi import SphinxVi
 from sphinx_vi.bench import distributed
-from sphinx_vi.data.world.generate import synthesize
-from sphinx_vi.data.world.shapes import WorldConfig
 from sphinx_vi.train import NonFiniteLossError, load_config
 from sphinx_vi.train.__main__ import main as train_main
 from sphinx_vi.train.config import TrainConfig
@@ -22,10 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train_world")
-    synthesize(out, 40, seed=0, config=WorldConfig(size=64), progress=False)
-    return out
+def world(train_world):
+    return train_world
 
 
 def _cfg(world, out, **kw):

@@ -4,18 +4,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sphinx_vi.data.world.generate import synthesize
-from sphinx_vi.data.world.shapes import WorldConfig
 from sphinx_vi.train.config import load_config
 from sphinx_vi.train.launch import LAUNCH_CONFIG, LaunchError, per_process, run_stage
 from sphinx_vi.train.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("launch_world")
-    synthesize(out, 24, seed=0, config=WorldConfig(size=64), progress=False)
-    return out
+def world(train_world):
+    return train_world
 
 
 def _cfg(world, out, **kw):
@@ -48,7 +44,9 @@ def test_two_processes_train_what_one_process_trains(world, tmp_path):
     wa, wb = (load_file(str(d / "model.safetensors")) for d in (one, two))
     assert wa.keys() == wb.keys()
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+        # reduction order only: Adam's first steps move a weight by about lr = 1e-3, and the two sums of the same
+        # gradients differ in their last bits, which Adam's normalisation can lift to ~2e-5 on a single weight
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)
 
 
 def test_a_failed_launch_says_so_and_where_its_config_is(world, tmp_path):

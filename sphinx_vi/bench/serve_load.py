@@ -5,7 +5,8 @@ one client in sequence (the baseline), one streaming client (time to first token
 `--clients` concurrent clients while one hostile client sends bad requests (malformed JSON, a
 non-image data URL, a 40 MP image, a 1 MB prompt, an unknown model). Reports requests served and
 lost, p50/p99 latency, requests/s and answer tokens/s against the sequential run, the hostile
-requests' statuses, and the server's resident memory across the run (flat = no growth under load).
+requests' statuses, and the resident memory of the server and its model process across the run (flat = no
+growth under load).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def hostile_requests() -> list[tuple[str, bytes]]:
 
 
 class MemoryWatch(threading.Thread):
-    """Samples a process's resident set (MB) every `every` seconds until stopped."""
+    """Samples the resident set (MB) of a process and its descendants (the server and its model's engine process)
+    every `every` seconds until stopped."""
 
     def __init__(self, pid: int, every: float = 0.25) -> None:
         super().__init__(daemon=True)
@@ -69,7 +71,14 @@ class MemoryWatch(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.samples.append((time.perf_counter(), self.proc.memory_info().rss / 2**20))
+            tree = [self.proc, *self.proc.children(recursive=True)]
+            rss = 0
+            for proc in tree:
+                try:
+                    rss += proc.memory_info().rss
+                except psutil.NoSuchProcess:  # a helper process that ended between listing and reading
+                    pass
+            self.samples.append((time.perf_counter(), rss / 2**20))
             time.sleep(self.every)
 
     def stop(self) -> list[tuple[float, float]]:
@@ -192,7 +201,7 @@ def bench(model: str, clients: int, seconds: float, max_tokens: int, max_request
     third = max(1, len(rss) // 3)
     return {
         "model": model, "clients": clients, "seconds_per_phase": seconds, "max_tokens": max_tokens,
-        "engine": "transformers serve (sequential generate on its inference thread)",
+        "engine": "transformers serve (sequential generate in its model process)",
         "sequential": sequential, "concurrent": concurrent,
         "throughput_ratio": concurrent["requests_per_s"] / sequential["requests_per_s"],
         "streaming_first_token_p50_s": statistics.median(ttft) if ttft else float("nan"),
