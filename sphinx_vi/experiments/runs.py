@@ -57,6 +57,7 @@ def summarize(reports: list[dict[str, Any]], names: list[str]) -> dict[str, Any]
         if key in targets:
             t = targets[key]
             row["target"] = f"{'≥' if t.at_least else '≤'} {t.bound:g}"
+            row["bound"] = t.bound
             row["met_on_mean"] = meets(t, row["mean"])
             row["met_by_every_run"] = all(meets(t, v) for v in values)
         out["metrics"][key] = row
@@ -96,7 +97,7 @@ def plot(summary: dict[str, Any], out: Path) -> None:
         if "baseline" in r:
             ax.plot([r["baseline"]] * 2, [y - 0.4, y + 0.4], color="grey", linewidth=3)
         if "target" in r:
-            ax.plot([float(r["target"].split()[-1])] * 2, [y - 0.4, y + 0.4], color="red", linewidth=3)
+            ax.plot([r["bound"]] * 2, [y - 0.4, y + 0.4], color="red", linewidth=3)
     ax.plot([], [], color="grey", linewidth=3, label="trivial baseline")
     ax.plot([], [], color="red", linewidth=3, label="target")
     ax.set_yticks(list(ys), [r["label"] for r in rows])
