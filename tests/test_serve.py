@@ -148,7 +148,7 @@ def _flat_png(width: int, height: int) -> bytes:
     ({"messages": [{"role": "user", "content": "<image> hi"}]}, 400, "may not contain <image>"),
     ({"messages": [{"role": "tool", "content": "hi"}]}, 400, "role"),
     ({"messages": []}, 400, "non-empty"),
-    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -3}, 400, "positive integer"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -3}, 400, "max_tokens: -3 is out of range"),
     ({"messages": [{"role": "user", "content": "hi"}], "stop": 5}, 400, "stop"),
     ({"messages": [{"role": "user", "content": "hi"}], "no_such_field": 1}, 422, "Unexpected fields"),
     ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": ""}}]}]}, 400, "not served"),
@@ -223,6 +223,8 @@ def test_a_chunked_body_is_counted_as_it_arrives(guarded):
 
 @pytest.mark.parametrize("body, says", [
     ({"seed": True}, "seed: expected an integer"),
+    ({"max_tokens": 0}, "max_tokens: 0 is out of range (expected ≥ 1)"),
+    ({"max_completion_tokens": "64"}, "max_completion_tokens: expected an integer"),
     ({"top_p": 0}, "top_p: 0 is out of range (expected > 0 and ≤ 1)"),
     ({"generation_config": '{"temperature": NaN}'}, "finite"),
     ({"generation_config": '{"do_sample": 1}'}, "expected true or false"),

@@ -69,9 +69,6 @@ class GroundedChatHandler(ChatCompletionHandler):
     def _build_generation_kwargs(self, body: dict, model_generation_config: GenerationConfig) -> dict:
         """transformers' mapping of the request's parameters, but for `stop` (`handle_request` adds it to the template's),
         with the served answer length unless the request names one, and sampling when asked for."""
-        for key in ("max_tokens", "max_completion_tokens"):
-            if body.get(key) is not None and (not isinstance(body[key], int) or isinstance(body[key], bool) or body[key] < 1):
-                raise ValueError(f"{key}: expected a positive integer")
         kwargs = super()._build_generation_kwargs({k: v for k, v in body.items() if k != "stop"}, model_generation_config)
         if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
             kwargs["max_new_tokens"] = model_generation_config.max_new_tokens

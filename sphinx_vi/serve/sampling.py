@@ -1,9 +1,9 @@
 """A request's generation parameters, checked before they reach `generate` in the model's process.
 
-transformers' handler maps the OpenAI fields (`temperature`, `top_p`, `seed`, `frequency_penalty`, `logit_bias`) and
-passes a request's `generation_config` (a JSON object of `generate` settings) through as it is. Read unchecked, a
-wrong type or range fails inside `generate` (a 500 from the model's process) and `num_beams: 10000` asks for ten
-thousand caches. Here every one of them is checked against the settings a served grounding model accepts, and a
+transformers' handler maps the OpenAI fields (`max_tokens`, `temperature`, `top_p`, `seed`, `frequency_penalty`,
+`logit_bias`) and passes a request's `generation_config` (a JSON object of `generate` settings) through as it is.
+Read unchecked, a wrong type or range fails inside `generate` (a 500 from the model's process) and
+`num_beams: 10000` asks for ten thousand caches. Here every one of them is checked against the settings a served grounding model accepts, and a
 request outside them gets a 400 naming the field.
 """
 
@@ -65,6 +65,8 @@ def generation_config_bounds(max_beams: int) -> dict[str, Bound]:
 
 # The OpenAI fields transformers maps onto `generate`, with OpenAI's own ranges; `seed` must fit torch's generator.
 REQUEST_BOUNDS = {
+    "max_tokens": Bound(int, 1),
+    "max_completion_tokens": Bound(int, 1),
     "temperature": Bound(float, 0, 2),
     "top_p": Bound(float, 0, 1, low_open=True),
     "frequency_penalty": Bound(float, -1, 2, low_open=True),  # becomes repetition_penalty = 1 + it, which must be > 0
