@@ -3,8 +3,8 @@
 transformers' handler maps the OpenAI fields (`max_tokens`, `temperature`, `top_p`, `seed`, `frequency_penalty`,
 `logit_bias`) and passes a request's `generation_config` (a JSON object of `generate` settings) through as it is.
 Read unchecked, a wrong type or range fails inside `generate` (a 500 from the model's process) and
-`num_beams: 10000` asks for ten thousand caches. Here every one of them is checked against the settings a served grounding model accepts, and a
-request outside them gets a 400 naming the field.
+`num_beams: 10000` asks for ten thousand caches. Here every one of them is checked against the settings a served
+grounding model accepts, and a request outside them gets a 400 naming the field.
 """
 
 from __future__ import annotations
