@@ -30,3 +30,15 @@ def test_the_learning_pipeline_runs_end_to_end_at_toy_scale(tmp_path, monkeypatc
     assert json.loads((tmp_path / "embedded" / "lineage.json").read_text())["stage"] == "stage2"
     for name in ("loss_stage2.png", "rec_examples.png", "rec_curve.png", "metrics_stage0.jsonl"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_the_recorded_command_parses_back_to_the_run_it_names(tmp_path):
+    from sphinx_vi.experiments.learn import command, config_from_args, parser
+
+    cfg = LearnConfig(tmp_path / "report", parser().get_default("work"), train_images=40, stage2_steps=9, seed=3,
+                      ablations=False, embed=True, processes=1)
+    line = command(cfg)
+    assert line.startswith(".venv/bin/python -m sphinx_vi.experiments.learn --out ")
+    assert "--no-ablations" in line and "--heldout-images" not in line  # defaults are left out
+    assert config_from_args(parser().parse_args(line.split()[3:])) == cfg
+    assert config_from_args(parser().parse_args([])) == LearnConfig(parser().get_default("out"), parser().get_default("work"))

@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -253,12 +253,11 @@ def command(cfg: LearnConfig) -> str:
     """The command line that makes this run (every flag that differs from its default; not the work directory)."""
     default = LearnConfig(cfg.out, cfg.work)
     flags = [f"--out {cfg.out}"]
-    for name, flag in (("train_images", "--train-images"), ("heldout_images", "--heldout-images"), ("eval_limit", "--eval-limit"),
-                       ("stage0_steps", "--stage0-steps"), ("stage1_steps", "--stage1-steps"), ("stage2_steps", "--stage2-steps"),
-                       ("ablation_steps", "--ablation-steps"), ("seed", "--seed"), ("processes", "--processes")):
-        if getattr(cfg, name) != getattr(default, name):
-            flags.append(f"{flag} {getattr(cfg, name)}")
-    flags += ["--no-ablations"] * (not cfg.ablations) + ["--embed"] * cfg.embed
+    for action in parser()._actions:
+        if action.dest in ("help", "out", "work") or getattr(cfg, action.dest) == getattr(default, action.dest):
+            continue
+        flag = action.option_strings[0]
+        flags.append(flag if action.nargs == 0 else f"{flag} {getattr(cfg, action.dest)}")
     return " ".join([".venv/bin/python -m sphinx_vi.experiments.learn", *flags])
 
 
@@ -316,27 +315,38 @@ def summary_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("reports/learning"))
-    p.add_argument("--work", type=Path, default=Path("runs/learn"))
-    p.add_argument("--train-images", type=int, default=4000)
-    p.add_argument("--heldout-images", type=int, default=500)
-    p.add_argument("--eval-limit", type=int, default=400, help="held-out samples per task")
-    p.add_argument("--stage0-steps", type=int, default=5000, help="stage-0 tower steps (kind recognition clicks in after ~2,000 and still rises at 4,000)")
-    p.add_argument("--stage1-steps", type=int, default=None, help="override tiny_stage1.yaml's max_steps")
-    p.add_argument("--stage2-steps", type=int, default=None, help="override tiny_stage2.yaml's max_steps")
-    p.add_argument("--ablation-steps", type=int, default=600)
-    p.add_argument("--no-ablations", action="store_true")
-    p.add_argument("--embed", action="store_true", help="install the result as the embedded tiny-shapes model")
-    p.add_argument("--seed", type=int, default=0, help="every phase's seed (init, data order, dropout); the worlds stay fixed")
-    p.add_argument("--processes", type=int, default=LearnConfig.processes,
+def parser() -> argparse.ArgumentParser:
+    """The command line: one flag per `LearnConfig` field, its default the field's."""
+    d = LearnConfig(Path("reports/learning"), Path("runs/learn"))
+    p = argparse.ArgumentParser(prog="python -m sphinx_vi.experiments.learn", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument("--work", type=Path, default=d.work)
+    p.add_argument("--train-images", type=int, default=d.train_images)
+    p.add_argument("--heldout-images", type=int, default=d.heldout_images)
+    p.add_argument("--eval-limit", type=int, default=d.eval_limit, help="held-out samples per task")
+    p.add_argument("--stage0-steps", type=int, default=d.stage0_steps,
+                   help="stage-0 tower steps (kind recognition clicks in after ~2,000 and still rises at 4,000)")
+    p.add_argument("--stage1-steps", type=int, default=d.stage1_steps, help="override tiny_stage1.yaml's max_steps")
+    p.add_argument("--stage2-steps", type=int, default=d.stage2_steps, help="override tiny_stage2.yaml's max_steps")
+    p.add_argument("--ablation-steps", type=int, default=d.ablation_steps)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="every phase's seed (init, data order, dropout); the worlds stay fixed")
+    p.add_argument("--processes", type=int, default=d.processes,
                    help="data-parallel processes for stages 1 and 2 (same global batches; one thread each on 2 cores)")
-    args = p.parse_args()
+    p.add_argument("--no-ablations", dest="ablations", action="store_false")
+    p.add_argument("--embed", action="store_true", help="install the result as the embedded tiny-shapes model")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> LearnConfig:
+    return LearnConfig(**{f.name: getattr(args, f.name) for f in fields(LearnConfig)})
+
+
+def main() -> None:
+    cfg = config_from_args(parser().parse_args())
     torch.set_num_threads(2)
-    run(LearnConfig(args.out, args.work, args.train_images, args.heldout_images, args.eval_limit, not args.no_ablations,
-                    args.embed, args.stage0_steps, args.stage1_steps, args.stage2_steps, args.ablation_steps,
-                    args.seed, args.processes))
+    run(cfg)
 
 
 if __name__ == "__main__":
