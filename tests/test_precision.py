@@ -15,8 +15,9 @@ from sphinx_vi.data.world.shapes import WorldConfig
 from sphinx_vi.train.loop import resolve_precision
 from sphinx_vi.train.metrics import read_metrics
 
-STEPS = 200
-TOLERANCE = 0.05  # bf16 autocast: the mean loss of each 50-step window within 5 % of fp32's
+STEPS = 100  # on a host without native bf16 (AVX2 only) each bf16 step is emulated: 200 steps took 8 minutes
+WINDOW = 25
+TOLERANCE = 0.05  # bf16 autocast: the mean loss of each 25-step window within 5 % of fp32's
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +39,13 @@ def _run(world, out, precision_name):
     return [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
 
 
-def test_bf16_training_tracks_fp32_over_200_steps(world, tmp_path):
+def test_bf16_training_tracks_fp32_over_100_steps(world, tmp_path):
     fp32 = _run(world, tmp_path / "fp32", "fp32")
     bf16 = _run(world, tmp_path / "bf16", "bf16")
     assert len(fp32) == len(bf16) == STEPS
     assert fp32[-1] < 0.6 * fp32[0] and bf16[-1] < 0.6 * bf16[0]  # both learn
-    for start in range(0, STEPS, 50):
-        a, b = sum(fp32[start : start + 50]) / 50, sum(bf16[start : start + 50]) / 50
+    for start in range(0, STEPS, WINDOW):
+        a, b = sum(fp32[start : start + WINDOW]) / WINDOW, sum(bf16[start : start + WINDOW]) / WINDOW
         assert abs(a - b) <= TOLERANCE * a, (start, a, b)
     assert fp32 != bf16  # bf16 did run: the losses are not bit-identical
 
