@@ -7,6 +7,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
+# Subprocesses (training runs, servers) take one thread too: `pytest -n 2` already runs two workers on the two
+# cores, and an oversubscribed subprocess ran the emulated-bf16 training test 5x slower than alone.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
