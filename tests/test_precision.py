@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from sphinx_vi.bench import gpu, precision
-from sphinx_vi.data.world.generate import synthesize
-from sphinx_vi.data.world.shapes import WorldConfig
 from sphinx_vi.train.loop import resolve_precision
 from sphinx_vi.train.metrics import read_metrics
 
@@ -21,10 +19,8 @@ TOLERANCE = 0.05  # bf16 autocast: the mean loss of each 25-step window within 5
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bf16_world")
-    synthesize(out, 40, seed=0, config=WorldConfig(size=64), progress=False)
-    return out
+def world(train_world):
+    return train_world
 
 
 def _run(world, out, precision_name):
